@@ -1,0 +1,25 @@
+"""Baselines that apply to every family."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from metarl.agents import Agent
+from metarl.baselines.registry import register
+
+
+@register("bandit", "fixed-arm-bandit", "tabular-mdp")
+@dataclasses.dataclass(frozen=True)
+class RandomAgent(Agent):
+    """Uniformly random actions."""
+
+    name = "random"
+
+    def init(self, key):
+        return ()
+
+    def act(self, params, carry, timestep, key):
+        return jax.random.randint(key, (), 0, self.env.num_actions, jnp.int32), carry
