@@ -1,6 +1,6 @@
 """Classical in-context agents. Importing this package registers every baseline."""
 
 from metarl.baselines import common  # noqa: F401  (registration)
-from metarl.baselines.registry import families, make, names, tuned_defaults
+from metarl.baselines.registry import baseline_class, families, make, names, tuned_defaults
 
-__all__ = ["families", "make", "names", "tuned_defaults"]
+__all__ = ["baseline_class", "families", "make", "names", "tuned_defaults"]
