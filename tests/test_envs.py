@@ -170,7 +170,7 @@ def test_trial_boundaries_task_kept_and_indices():
         (1, True, 1.0, 1, 1, False, False),
         (1, True, 2.0, 1, 2, False, False),
         (1, True, 3.0, 2, 0, True, True),
-        (2, False, 1.0, 2, 1, False, False),
+        (2, False, 2.0, 2, 1, False, False),  # after the trial: reset to s0, a1 pays 2, not counted
     ]
 
 
