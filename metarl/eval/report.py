@@ -121,6 +121,9 @@ def run_baselines(
     order), each with its tuned defaults for this setting, on the same tasks.
 
     Unknown or inapplicable names raise `ConfigError` before anything runs."""
+    check_int("run_baselines", "episodes", episodes, low=1)
+    check_int("run_baselines", "tasks", tasks, low=1)
+    check_int("run_baselines", "seed", seed, low=0)
     chosen = list(baselines.names(env.name)) if names is None else list(names)
     if not chosen:
         raise ConfigError(f"no baselines chosen for task family {env.name!r}")

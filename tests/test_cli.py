@@ -1,0 +1,147 @@
+"""The command line, called in-process through `cli.main([...])` (one subprocess for the real exit code)."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from metarl import algos, baselines, cli, envs
+
+
+def run(capsys, *args):
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_top_level_help_names_every_command(capsys):
+    for args in ([], ["--help"], ["-h"]):
+        code, out, _ = run(capsys, *args)
+        assert code == 0
+        assert "meta-reinforcement learning" in out
+        for name in cli.COMMANDS:
+            assert f"  {name} " in out
+
+
+def test_list_shows_every_family_with_options_every_baseline_and_algorithm(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    for name in envs.names():
+        assert name in out
+    assert "--arms 5" in out and "--states 10 --actions 5 --horizon 10" in out
+    for name in baselines.names():
+        assert name in out
+    for name in algos.names():
+        assert name in out
+
+
+def test_baselines_help_lists_family_flags(capsys):
+    code, out, _ = run(capsys, "baselines", "tabular-mdp", "--help")
+    assert code == 0
+    for flag in ("--states", "--actions", "--horizon", "--episodes", "--tasks", "--seed", "--agents", "--json", "--plot"):
+        assert flag in out
+    assert "steps per episode H" in out  # the family's field documentation is the flag's help
+    assert "example:" in out
+    code, out, _ = run(capsys, "baselines", "--help")
+    assert code == 0 and all(name in out for name in envs.names())
+
+
+def test_baselines_table_and_json(capsys, tmp_path):
+    path = tmp_path / "out" / "bandit.json"
+    plot = tmp_path / "out" / "bandit.png"
+    code, out, err = run(
+        capsys, "baselines", "bandit", "--arms", "5", "--episodes", "10", "--tasks", "400", "--seed", "1",
+        "--agents", "random", "--json", str(path), "--plot", str(plot),
+    )
+    assert code == 0, err
+    assert "random" in out and "mean total return" in out and "95% CI" in out
+    summary = json.loads(path.read_text())
+    assert summary["header"]["options"]["arms"] == 5
+    assert (summary["header"]["episodes"], summary["header"]["tasks"], summary["header"]["seed"]) == (10, 400, 1)
+    agents = {a["name"]: a for a in summary["agents"]}
+    random = agents["random"]
+    # Random pulls pay 0.5 on average: 5.0 over 10 pulls (Duan et al.'s table). A task's total has
+    # variance 4 (10 * E[m(1 - m)] + 100 * Var(m), m the mean of 5 U[0,1] arm means), so over 400
+    # tasks the standard error is 0.1; 0.4 is four of them.
+    assert abs(random["mean_total_return"] - 5.0) < 0.4
+    low, high = random["ci95"]
+    assert low < random["mean_total_return"] < high and 0.25 < high - low < 0.55  # 2 * 1.97 * 0.1
+    assert len(random["curve"]["mean"]) == 10
+    assert all(0.3 < m < 0.7 for m in random["curve"]["mean"])
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["baselines", "nope"], "unknown task family 'nope'; valid names: bandit"),
+        (["baselines", "bandit", "--arms", "0"], "bandit: arms must be >= 1, got 0"),
+        (["baselines", "bandit", "--agents", "nope"], "unknown baseline 'nope'"),
+        (["baselines", "bandit", "--tasks", "0"], "tasks must be >= 1"),
+        (["baselines", "bandit", "--episodes", "0"], "episodes must be >= 1"),
+        (["frobnicate"], "unknown command 'frobnicate'; valid commands: list"),
+        (["baselines"], None),  # help, not an error
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, args, message):
+    code, out, err = run(capsys, *args)
+    if message is None:
+        assert code == 0 and "FAMILY" in out
+        return
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("metarl: error: ") and message in lines[0], err
+
+
+def test_inapplicable_baseline_is_a_clear_error(capsys):
+    mdp_only = [n for n in baselines.names("tabular-mdp") if "bandit" not in baselines.families(n)]
+    if not mdp_only:
+        pytest.skip("no baseline specific to tabular-mdp registered")
+    code, _, err = run(capsys, "baselines", "bandit", "--agents", mdp_only[0])
+    assert code == 2 and f"does not apply to task family 'bandit'" in err
+
+
+def test_malformed_flag_exits_2(capsys):
+    code, _, err = run(capsys, "baselines", "bandit", "--arms", "five")
+    assert code == 2 and "--arms" in err
+    code, _, err = run(capsys, "baselines", "bandit", "--bogus", "1")
+    assert code == 2 and "--bogus" in err
+
+
+def test_entry_point_process_exit_code():
+    proc = subprocess.run(
+        [sys.executable, "-m", "metarl.cli", "baselines", "bandit", "--arms", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip() == "metarl: error: bandit: arms must be >= 1, got 0"
+
+
+# ---------------------------------------------------------------------------------------------
+# the helpers `metarl train` reuses for algorithm configs
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    hidden: int = 256  #: width of the recurrent core
+    lr: float = 2e-4
+    """AdamW learning rate"""
+    schedule: str = "constant"
+    run_name: str = dataclasses.field(default="")
+
+
+def test_fields_to_flags_reads_types_defaults_and_docs():
+    flags = {f.name: f for f in cli.fields_to_flags(_Config)}
+    assert flags["hidden"].type is int and flags["hidden"].default == 256
+    assert flags["hidden"].help == "width of the recurrent core"
+    assert flags["lr"].type is float and flags["lr"].help == "AdamW learning rate"
+    values = cli.parse_flags(["--hidden", "64", "--run-name", "x"], list(flags.values()), prog="t", description="d")
+    assert values == {"hidden": 64, "lr": 2e-4, "schedule": "constant", "run_name": "x"}
+    assert _Config(**values).hidden == 64
+
+
+def test_take_names_validates_with_the_registry():
+    (family,), rest = cli.take_names(["bandit", "--arms", "3"], ["FAMILY"], [envs.family_class])
+    assert family == "bandit" and rest == ["--arms", "3"]
+    with pytest.raises(envs.registry.ConfigError, match="missing FAMILY"):
+        cli.take_names(["--arms", "3"], ["FAMILY"], [envs.family_class])
