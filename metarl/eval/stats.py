@@ -59,7 +59,7 @@ def t_interval(samples, confidence: float = 0.95) -> Interval:
         return Interval(mean, mean, mean, 1)
     sem = float(x.std(ddof=1)) / np.sqrt(x.size)
     half = float(_scipy_stats.t.ppf(0.5 + confidence / 2.0, x.size - 1)) * sem
-    return Interval(mean, mean - half, mean + half, int(x.size))
+    return Interval(mean, float(mean - half), float(mean + half), int(x.size))
 
 
 def as_seed_task_episode(returns) -> np.ndarray:
