@@ -1,0 +1,181 @@
+"""The run folder: what a run writes and how a run is rebuilt from it.
+
+    runs/NAME/
+      config.json        everything needed to rerun (algorithm + config, family + options, episodes,
+                         seeds, steps, evaluation settings, metarl version)
+      metrics.jsonl      one line per chunk of updates: means over the chunk, per seed and averaged
+      events.out.tfevents.*   TensorBoard scalars (the same numbers, x axis = env steps per seed)
+      checkpoints/       atomic, no pickle (see `metarl.run.checkpoint`)
+      eval/              tables (JSON, Markdown) and PNG plots of held-out evaluations
+
+The *identity* of a run (what a checkpoint must match to be resumed or evaluated) is the part of
+the config that changes the numbers: algorithm and its config, family and its options, episodes,
+number of seeds and the seed. Its hash is stored in every checkpoint header. The step budget and
+evaluation settings are not part of it: a finished run can be resumed with a larger budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from metarl.errors import CheckpointError, ConfigError
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+EVAL = "eval"
+IDENTITY_KEYS = ("algorithm", "family", "episodes", "seeds", "seed")
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values for dataclasses, tuples, numpy and JAX scalars/arrays."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "__array__") and not isinstance(value, (str, bytes)):
+        arr = np.asarray(value)
+        return arr.item() if arr.ndim == 0 else arr.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to tuples (frozen configs must stay hashable to be static under jit)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def run_config(algo, seeds: int, seed: int, total_steps: int, **settings: Any) -> dict[str, Any]:
+    """The JSON-able config of a run of `algo` (an `Algorithm`), plus loop `settings`."""
+    import metarl
+
+    env = algo.env
+    return jsonable(
+        {
+            "metarl_version": metarl.__version__,
+            "algorithm": {"name": algo.name, "config": algo.config},
+            "family": {"name": env.name, "options": env.options()},
+            "episodes": algo.episodes,
+            "seeds": seeds,
+            "seed": seed,
+            "total_steps": total_steps,
+            "steps_per_update": algo.steps_per_update,
+            **settings,
+        }
+    )
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Hash of the run's identity (see module doc): 16 hex digits."""
+    identity = {k: config[k] for k in IDENTITY_KEYS}
+    text = json.dumps(jsonable(identity), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_algorithm(config: dict[str, Any]):
+    """Rebuild the `Algorithm` a run's config.json describes (raises ConfigError if it cannot)."""
+    from metarl import algos, envs
+
+    try:
+        alg, fam = config["algorithm"], config["family"]
+        name, options, episodes = alg["name"], fam["options"], config["episodes"]
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"run config is missing field {e}; is this a metarl run folder?") from None
+    if name not in algos.names():
+        # Algorithms register on import; a module named after the algorithm may not be imported yet.
+        try:
+            importlib.import_module(f"metarl.algos.{name.replace('-', '_')}")
+        except ImportError:
+            pass
+    env = envs.make(fam["name"], **_tuples(options))
+    return algos.make(name, env, episodes, **_tuples(alg["config"]))
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Write JSON so that a reader (or a crash) never sees half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(jsonable(obj), f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_config(run_dir: str) -> dict[str, Any]:
+    path = os.path.join(run_dir, CONFIG)
+    if not os.path.isdir(run_dir):
+        raise CheckpointError(f"no run folder at {run_dir}")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{run_dir} is not a metarl run folder: it has no {CONFIG}")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+
+
+def append_jsonl(path: str, record: dict[str, Any]) -> None:
+    """Append one JSON line and flush it to the OS (a killed run keeps every finished line)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(jsonable(record), allow_nan=True) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """Every complete line of a JSONL file (a torn last line from a crash is skipped)."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def truncate_jsonl(path: str, max_updates: int) -> int:
+    """Keep only lines with `updates <= max_updates` (on resume, drop what the checkpoint lost).
+    Returns the number of lines dropped."""
+    if not os.path.exists(path):
+        return 0
+    lines = read_jsonl(path)
+    keep = [r for r in lines if r.get("updates", 0) <= max_updates]
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    with os.fdopen(fd, "w") as f:
+        for r in keep:
+            f.write(json.dumps(r, allow_nan=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(lines) - len(keep)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,299 @@
+"""The host loop, end to end on a tiny but real meta-learner: run folder, metrics, TensorBoard,
+evaluation, resume equivalence, mismatch errors, divergence, evaluate_run.
+
+The algorithm here ("optimism-test") meta-learns the two parameters of an in-context bandit agent,
+softmax(beta * posterior mean + c / sqrt(1 + pulls)), by REINFORCE over whole trials of a 2-armed
+Bernoulli bandit. At beta = c = 0 it is uniformly random (expected total return 5.0 over 10 pulls);
+learning pushes beta up (exploit what the trial has shown), which must beat random clearly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import metarl
+from metarl import algos
+from metarl.agents import Agent
+from metarl.algos.base import Algorithm
+from metarl.envs.trial import Trial
+from metarl.errors import CheckpointError, ConfigError, MetarlError
+from metarl.run import TrainingDiverged, evaluate_run, latest_checkpoint, list_checkpoints, load_checkpoint, train
+from metarl.run import folder
+from metarl.run.loop import init_keys
+
+EPISODES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimismConfig:
+    lr: float = 0.5  #: Adam learning rate on (beta, c)
+    trials_per_update: int = 64  #: trials per REINFORCE batch
+    nan_at_update: int = -1  #: from this update on, the loss is NaN (tests divergence); -1 never
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimismAgent(Agent):
+    name = "optimism"
+
+    def init(self, key):
+        return (jnp.zeros(self.env.num_actions), jnp.zeros(self.env.num_actions))  # pulls, successes
+
+    def logits(self, params, carry, timestep):
+        pulls, wins = carry
+        seen = jax.nn.one_hot(timestep.prev_action, self.env.num_actions) * (timestep.prev_action >= 0)
+        pulls, wins = pulls + seen, wins + seen * timestep.prev_reward
+        mean = (wins + 1.0) / (pulls + 2.0)  # Beta(1, 1) posterior mean
+        return params["w"][0] * mean + params["w"][1] / jnp.sqrt(1.0 + pulls), (pulls, wins)
+
+    def act(self, params, carry, timestep, key):
+        logits, carry = self.logits(params, carry, timestep)
+        return jax.random.categorical(key, logits).astype(jnp.int32), carry
+
+
+@algos.register
+@dataclasses.dataclass(frozen=True)
+class OptimismREINFORCE(Algorithm):
+    name = "optimism-test"
+    Config = OptimismConfig
+
+    @property
+    def trial(self):
+        return Trial(self.env, self.episodes)
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.config.trials_per_update * self.trial.num_steps
+
+    def agent(self):
+        return OptimismAgent(self.env, self.episodes)
+
+    def agent_params(self, train_state):
+        return train_state["params"]
+
+    def init(self, key):
+        params = {"w": jnp.zeros((2,), jnp.float32)}
+        return {
+            "params": params,
+            "opt_state": optax.adam(self.config.lr).init(params),
+            "key": key,
+            "update": jnp.int32(0),
+        }
+
+    def _trial(self, params, start, key):
+        """One trial from `start` (timestep, state); returns (sum of log-probs of the actions
+        taken, total reward)."""
+        agent, trial = self.agent(), self.trial
+        timestep, state = start
+
+        def body(loop, key_t):
+            timestep, state, carry = loop
+            key_act, key_env = jax.random.split(key_t)
+            logits, carry = agent.logits(params, carry, timestep)
+            action = jax.random.categorical(key_act, jax.lax.stop_gradient(logits))
+            logp = jax.nn.log_softmax(logits)[action]
+            timestep, state, reward, _ = trial.step(key_env, state, action)
+            return (timestep, state, carry), (logp, reward)
+
+        init = (timestep, state, agent.init(key))
+        _, (logp, reward) = jax.lax.scan(body, init, jax.random.split(key, trial.num_steps))
+        return logp.sum(), reward.sum()
+
+    def update(self, train_state):
+        key, key_reset, key_trials = jax.random.split(train_state["key"], 3)
+        B = self.config.trials_per_update
+        # Tasks are sampled outside the differentiated function (Beta sampling is costly to trace).
+        starts = jax.vmap(self.trial.reset)(jax.random.split(key_reset, B))
+        keys = jax.random.split(key_trials, B)
+
+        def loss_fn(params):
+            logp, ret = jax.vmap(self._trial, in_axes=(None, 0, 0))(params, starts, keys)
+            advantage = jax.lax.stop_gradient(ret - ret.mean())
+            loss = -jnp.mean(advantage * logp)
+            if self.config.nan_at_update >= 0:  # static: a config value picks the branch
+                loss = loss * jnp.where(train_state["update"] >= self.config.nan_at_update, jnp.nan, 1.0)
+            return loss, ret.mean()
+
+        (loss, ret), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_state["params"])
+        updates, opt_state = optax.adam(self.config.lr).update(grads, train_state["opt_state"])
+        params = optax.apply_updates(train_state["params"], updates)
+        new = {"params": params, "opt_state": opt_state, "key": key, "update": train_state["update"] + 1}
+        return new, {"loss": loss, "trial_return": ret, "beta": params["w"][0], "bonus": params["w"][1]}
+
+
+def make_algo(**config):
+    return algos.make("optimism-test", metarl.make("bandit", arms=2), EPISODES, **config)
+
+
+SPU = 64 * EPISODES  # env steps per update of the default config
+QUIET = dict(quiet=True, tensorboard=True)
+
+
+def leaves(state):
+    return [np.asarray(x) for x in jax.tree.leaves(state)]
+
+
+# ---------------------------------------------------------------------------------------------
+def test_run_folder_metrics_eval_and_learning(tmp_path):
+    out = str(tmp_path / "run")
+    result = train(
+        make_algo(), seeds=2, total_steps=40 * SPU, out_dir=out, eval_every=20 * SPU, eval_tasks=300,
+        eval_baselines=["random"], chunk_updates=7, **QUIET,
+    )
+    assert result.updates == 40 and result.env_steps == 40 * SPU
+    names = sorted(os.listdir(out))
+    assert {"config.json", "metrics.jsonl", "checkpoints", "eval"} <= set(names)
+    assert any(n.startswith("events.out.tfevents") for n in names)
+
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["algorithm"] == {"name": "optimism-test", "config": {"lr": 0.5, "trials_per_update": 64, "nan_at_update": -1}}
+    assert config["family"] == {"name": "bandit", "options": {"arms": 2, "prior_a": 1.0, "prior_b": 1.0}}
+    assert (config["episodes"], config["seeds"], config["seed"], config["total_steps"]) == (EPISODES, 2, 0, 40 * SPU)
+    assert config["eval"]["tasks"] == 300 and config["metarl_version"] == metarl.__version__
+    # config.json is enough to rebuild the same algorithm
+    assert folder.build_algorithm(config) == make_algo()
+
+    lines = folder.read_jsonl(os.path.join(out, "metrics.jsonl"))
+    # chunks of 7 cut at the evaluation boundary (20) and the end (40)
+    assert [r["updates"] for r in lines] == [7, 14, 20, 27, 34, 40]
+    assert all(r["env_steps"] == r["updates"] * SPU for r in lines)
+    for r in lines:
+        assert set(r["metrics"]) == {"loss", "trial_return", "beta", "bonus"}
+        assert all(len(v) == 2 for v in r["per_seed"].values())
+        assert r["metrics"]["beta"] == pytest.approx(np.mean(r["per_seed"]["beta"]))
+    # it learns: beta grows, training return rises above random's 5.0
+    assert lines[-1]["metrics"]["beta"] > 4.0
+    assert lines[-1]["metrics"]["trial_return"] > 5.6
+
+    ckpts = list_checkpoints(os.path.join(out, "checkpoints"))
+    assert [os.path.basename(p) for p in ckpts][-1] == "update_000000040.ckpt"
+    ev = sorted(os.listdir(os.path.join(out, "eval")))
+    stem = f"steps_{40 * SPU:012d}"
+    assert {stem + ".json", stem + ".md", stem + ".png", "history.jsonl"} <= set(ev)
+    summary = json.load(open(os.path.join(out, "eval", stem + ".json")))
+    me, rnd = summary["agents"]
+    assert me["name"] == "optimism-test" and rnd["name"] == "random"
+    assert len(me["per_seed_mean_total_return"]) == 2
+    assert rnd["mean_total_return"] == pytest.approx(5.0, abs=0.3)  # 300 tasks: sd ~ 1.6/sqrt(300)*...
+    assert me["mean_total_return"] > rnd["mean_total_return"] + 0.4
+    history = folder.read_jsonl(os.path.join(out, "eval", "history.jsonl"))
+    assert [h["updates"] for h in history] == [20, 40]
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+    n = 6
+    whole = train(make_algo(), seeds=2, total_steps=2 * n * SPU, out_dir=str(tmp_path / "whole"), eval_every=0, **QUIET)
+    # "killed" after n updates (a finished shorter budget), then resumed with other chunk lengths
+    part = str(tmp_path / "part")
+    first = train(make_algo(), seeds=2, total_steps=n * SPU, out_dir=part, eval_every=0, chunk_updates=4, **QUIET)
+    assert first.updates == n
+    resumed = train(make_algo(), seeds=2, total_steps=2 * n * SPU, out_dir=part, resume=True, eval_every=0, chunk_updates=5, **QUIET)
+    assert resumed.updates == 2 * n
+    for a, b in zip(leaves(whole.state), leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
+    # and the checkpoint on disk holds exactly that state
+    template = jax.eval_shape(jax.vmap(make_algo().init), init_keys(0, 2))
+    on_disk, header = load_checkpoint(latest_checkpoint(os.path.join(part, "checkpoints")), template)
+    assert header["updates"] == 2 * n
+    for a, b in zip(leaves(whole.state), leaves(on_disk)):
+        np.testing.assert_array_equal(a, b)
+    # one metrics line per chunk, never a duplicate
+    assert [r["updates"] for r in folder.read_jsonl(os.path.join(part, "metrics.jsonl"))] == [4, 6, 11, 12]
+
+
+def test_kill_between_checkpoints_then_resume(tmp_path):
+    """Killed after chunks that were logged but not checkpointed: resume restarts from the last
+    checkpoint, drops the orphaned metric lines, and still matches the uninterrupted run."""
+    n = 4
+    whole = train(make_algo(), seeds=1, total_steps=3 * n * SPU, out_dir=str(tmp_path / "whole"), eval_every=0, **QUIET)
+    run = str(tmp_path / "run")
+    train(make_algo(), seeds=1, total_steps=3 * n * SPU, out_dir=run, eval_every=0, chunk_updates=2,
+          checkpoint_every=n * SPU, keep_checkpoints=5, **QUIET)
+    ckpt_dir = os.path.join(run, "checkpoints")
+    assert [os.path.basename(p) for p in list_checkpoints(ckpt_dir)] == [
+        "update_000000004.ckpt", "update_000000008.ckpt", "update_000000012.ckpt"]
+    os.unlink(list_checkpoints(ckpt_dir)[-1])  # the kill came before the last checkpoint
+    with open(os.path.join(run, "metrics.jsonl"), "a") as f:
+        f.write('{"updates": 13, "torn')  # and tore the last line
+    resumed = train(make_algo(), seeds=1, total_steps=3 * n * SPU, out_dir=run, resume=True, eval_every=0, chunk_updates=3, **QUIET)
+    for a, b in zip(leaves(whole.state), leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
+    ups = [r["updates"] for r in folder.read_jsonl(os.path.join(run, "metrics.jsonl"))]
+    assert ups == [2, 4, 6, 8, 11, 12]
+    assert json.load(open(os.path.join(run, "config.json")))["resumed"][0]["updates"] == 8
+
+
+def test_seed_i_is_the_same_run_whatever_the_number_of_seeds(tmp_path):
+    one = train(make_algo(), seeds=1, total_steps=3 * SPU, out_dir=str(tmp_path / "a"), eval_every=0, **QUIET)
+    two = train(make_algo(), seeds=2, total_steps=3 * SPU, out_dir=str(tmp_path / "b"), eval_every=0, **QUIET)
+    for a, b in zip(leaves(one.state), leaves(two.state)):
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(two.state["key"][0], two.state["key"][1])  # seeds differ
+
+
+def test_bad_run_folders_and_mismatched_resume(tmp_path):
+    out = str(tmp_path / "run")
+    train(make_algo(), seeds=1, total_steps=2 * SPU, out_dir=out, eval_every=0, **QUIET)
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        train(make_algo(), seeds=1, total_steps=2 * SPU, out_dir=out, eval_every=0, **QUIET)
+    with pytest.raises(CheckpointError, match="different algorithm"):
+        train(make_algo(lr=0.25), seeds=1, total_steps=4 * SPU, out_dir=out, resume=True, **QUIET)
+    with pytest.raises(CheckpointError, match="different seeds"):
+        train(make_algo(), seeds=2, total_steps=4 * SPU, out_dir=out, resume=True, **QUIET)
+    with pytest.raises(CheckpointError, match="no run folder"):
+        train(make_algo(), seeds=1, total_steps=4 * SPU, out_dir=str(tmp_path / "nothing"), resume=True, **QUIET)
+    # a corrupt last checkpoint is reported, not silently skipped
+    path = latest_checkpoint(os.path.join(out, "checkpoints"))
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 10)
+    with pytest.raises(CheckpointError, match="truncated"):
+        train(make_algo(), seeds=1, total_steps=4 * SPU, out_dir=out, resume=True, **QUIET)
+    with pytest.raises(ConfigError, match="eval_tasks"):
+        train(make_algo(), seeds=1, total_steps=SPU, out_dir=str(tmp_path / "x"), eval_tasks=-1, **QUIET)
+    with pytest.raises(ConfigError, match="does not apply|unknown baseline"):
+        train(make_algo(), seeds=1, total_steps=SPU, out_dir=str(tmp_path / "y"), eval_baselines=["psrl"], **QUIET)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = str(tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss metric\(s\) loss in seed 0 at update 8 ") as err:
+        train(make_algo(nan_at_update=7), seeds=2, total_steps=20 * SPU, out_dir=out, eval_every=0,
+              chunk_updates=3, checkpoint_every=3 * SPU, **QUIET)
+    assert isinstance(err.value, MetarlError)
+    assert "update_000000006.ckpt" in str(err.value)
+    path = latest_checkpoint(os.path.join(out, "checkpoints"))
+    assert os.path.basename(path) == "update_000000006.ckpt"  # nothing from the bad chunk (7..9)
+    template = jax.eval_shape(jax.vmap(make_algo(nan_at_update=7).init), init_keys(0, 2))
+    state, header = load_checkpoint(path, template, folder.config_hash(json.load(open(os.path.join(out, "config.json")))))
+    assert header["updates"] == 6 and all(np.isfinite(x).all() for x in leaves(state) if x.dtype.kind == "f")
+    last = folder.read_jsonl(os.path.join(out, "metrics.jsonl"))[-1]
+    assert last["updates"] == 9 and last["nonfinite_seeds"] == [0, 1]
+
+
+def test_evaluate_run_writes_table_and_plot(tmp_path):
+    out = str(tmp_path / "run")
+    train(make_algo(), seeds=2, total_steps=15 * SPU, out_dir=out, eval_every=0, **QUIET)
+    summary = evaluate_run(out, tasks=200, baselines=["random"])
+    for name in ("final.json", "final.md", "final.png"):
+        assert os.path.getsize(os.path.join(out, "eval", name)) > 0
+    assert summary["header"]["tasks"] == 200 and summary["header"]["updates"] == 15
+    assert [a["name"] for a in summary["agents"]] == ["optimism-test", "random"]
+    md = open(os.path.join(out, "eval", "final.md")).read()
+    assert "optimism-test (trained, 2 seeds)" in md and "random" in md
+    # custom paths, and the same tasks give the same numbers
+    again = evaluate_run(out, tasks=200, baselines=[], json_path=str(tmp_path / "e.json"), plot_path=str(tmp_path / "e.png"))
+    assert os.path.exists(tmp_path / "e.json") and os.path.exists(tmp_path / "e.md") and os.path.exists(tmp_path / "e.png")
+    assert again["agents"][0]["mean_total_return"] == summary["agents"][0]["mean_total_return"]
+    with pytest.raises(CheckpointError, match="no run folder"):
+        evaluate_run(str(tmp_path / "missing"))
+    for p in list_checkpoints(os.path.join(out, "checkpoints")):
+        os.unlink(p)
+    with pytest.raises(CheckpointError, match="has no checkpoint"):
+        evaluate_run(out)
