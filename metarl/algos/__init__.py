@@ -1,5 +1,6 @@
 """Meta-RL algorithms. Importing this package registers every algorithm."""
 
 from metarl.algos.base import Algorithm, algorithm_class, make, names, register
+from metarl.algos import rl2  # noqa: F401  (registration)
 
 __all__ = ["Algorithm", "algorithm_class", "make", "names", "register"]

@@ -1,0 +1,329 @@
+"""RL² (Duan et al. 2016) trained by recurrent PPO.
+
+One recurrent policy reads [observation, previous action, previous reward, done flag] through a
+whole trial of n episodes of one task; its memory is reset only when a new trial (task) starts, so
+it can learn to explore in early episodes and exploit in later ones. The trial is the RL² episode:
+PPO's returns and GAE run over the whole trial and only its end is terminal (see `metarl.ops.gae`).
+
+One `update` = rollout of `trials_per_update` whole trials on freshly sampled tasks (a `lax.scan`
+over the trial's steps, vmapped over trials), GAE, then `epochs` passes of `minibatches` PPO
+minibatches (of whole trials, recomputing the recurrent states from the trial start) — all one
+jittable, vmappable (over seeds) function.
+
+Defaults reproduce the PyTorch re-implementation's run (docs: rl2_tables.md): GRU 256 with
+LayerNorm, separate policy and value networks, clip 0.1, entropy 0.01, gamma 0.99, GAE lambda 0.3,
+8 epochs, AdamW lr 2e-4 weight decay 0.01, minibatches of 60 trials, 240,000 steps per update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from metarl.agents import Agent
+from metarl.algos.base import Algorithm, register
+from metarl.envs.base import Environment
+from metarl.envs.trial import TimeStep, Trial
+from metarl.errors import ConfigError, check, check_float, check_int
+from metarl.nets.recurrent import RL2ActorCritic, initial_carry, step
+from metarl.ops.gae import generalized_advantage_estimation, trial_discounts
+from metarl.ops.ppo import clipped_value_loss, entropy_from_logits, ppo_clipped_policy_loss
+
+CORES = ("gru", "lstm")
+
+
+@dataclasses.dataclass(frozen=True)
+class RL2Config:
+    """RL² + PPO settings. Defaults: the reference run (rl2_tables.md)."""
+
+    core: str = "gru"  #: recurrent core, "gru" or "lstm"
+    hidden: int = 256  #: units of each recurrent core
+    layer_norm: bool = True  #: LayerNorm on the gates' input and recurrent projections
+    shared: bool = False  #: one core for policy and value (False: two separate networks)
+    episode_index_input: bool = False  #: add the episode index / n to the input
+    steps_per_update: int = 240_000  #: env steps per update; trials = steps / trial length
+    trials_per_update: int | None = None  #: trials per update (overrides steps_per_update)
+    minibatch_trials: int = 60  #: trials per PPO minibatch
+    minibatches: int | None = None  #: minibatches per epoch (overrides minibatch_trials)
+    epochs: int = 8  #: PPO passes over each update's data
+    lr: float = 2e-4  #: AdamW learning rate
+    weight_decay: float = 0.01  #: AdamW decoupled weight decay
+    adam_eps: float = 1e-8  #: AdamW epsilon
+    max_grad_norm: float = 0.0  #: clip gradients to this global norm (0: no clipping)
+    gamma: float = 0.99  #: discount over the whole trial
+    gae_lambda: float = 0.3  #: GAE lambda
+    clip_eps: float = 0.1  #: PPO ratio clip range
+    value_clip_eps: float = 0.0  #: PPO value clip range (0: unclipped value loss)
+    ent_coef: float = 0.01  #: entropy bonus coefficient
+    vf_coef: float = 1.0  #: value loss coefficient
+    normalize_advantages: bool = True  #: standardise advantages within each minibatch
+
+    def __post_init__(self):
+        o = "rl2"
+        check(self.core in CORES, f"{o}: core must be one of {', '.join(CORES)}, got {self.core!r}")
+        check_int(o, "hidden", self.hidden, low=1, high=65536)
+        for name in ("layer_norm", "shared", "episode_index_input", "normalize_advantages"):
+            check(isinstance(getattr(self, name), bool), f"{o}: {name} must be true or false, got {getattr(self, name)!r}")
+        check_int(o, "steps_per_update", self.steps_per_update, low=1)
+        if self.trials_per_update is not None:
+            check_int(o, "trials_per_update", self.trials_per_update, low=1)
+        check_int(o, "minibatch_trials", self.minibatch_trials, low=1)
+        if self.minibatches is not None:
+            check_int(o, "minibatches", self.minibatches, low=1)
+        check_int(o, "epochs", self.epochs, low=1)
+        check_float(o, "lr", self.lr, low=0.0, low_open=True)
+        check_float(o, "weight_decay", self.weight_decay, low=0.0)
+        check_float(o, "adam_eps", self.adam_eps, low=0.0, low_open=True)
+        check_float(o, "max_grad_norm", self.max_grad_norm, low=0.0)
+        check_float(o, "gamma", self.gamma, low=0.0, high=1.0)
+        check_float(o, "gae_lambda", self.gae_lambda, low=0.0, high=1.0)
+        check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
+        check_float(o, "value_clip_eps", self.value_clip_eps, low=0.0)
+        check_float(o, "ent_coef", self.ent_coef, low=0.0)
+        check_float(o, "vf_coef", self.vf_coef, low=0.0)
+
+
+#: Named configurations. "reference": the PyTorch re-implementation's run. "fast": what trains
+#: quickest on a small CPU (bandit n=10, k=5: mean total return >= 6.5 in about 2 minutes).
+PRESETS: dict[str, RL2Config] = {
+    "reference": RL2Config(),
+    "fast": RL2Config(hidden=64, steps_per_update=12_000, minibatch_trials=100, epochs=4, lr=1e-3, gae_lambda=0.9),
+}
+
+
+@struct.dataclass
+class RL2TrainState:
+    params: Any  #: network parameters
+    opt_state: Any  #: AdamW state
+    key: jax.Array  #: uint32 [2] PRNG key data (raw, so checkpoints stay plain arrays)
+    update_step: jax.Array  #: int32, updates done
+
+
+@dataclasses.dataclass(frozen=True)
+class RL2Agent(Agent):
+    """The trained RL² policy as an in-context agent: carry = the recurrent state
+    ([num_cores, H], or a (c, h) pair), params = the network's parameters."""
+
+    name = "rl2"
+
+    core: str = "gru"
+    hidden: int = 256
+    layer_norm: bool = True
+    shared: bool = False
+    episode_index_input: bool = False
+    greedy: bool = False  #: act by the most likely action instead of sampling
+
+    @property
+    def network(self) -> RL2ActorCritic:
+        return RL2ActorCritic(
+            num_actions=self.env.num_actions,
+            core=self.core,
+            hidden=self.hidden,
+            layer_norm=self.layer_norm,
+            shared=self.shared,
+            episodes=self.episodes if self.episode_index_input else 0,
+        )
+
+    def init(self, key: jax.Array) -> Any:
+        net = self.network
+        return initial_carry(self.core, self.hidden, net.num_cores)
+
+    def act(self, params: Any, carry: Any, timestep: TimeStep, key: jax.Array) -> tuple[jax.Array, Any]:
+        carry_b = jax.tree.map(lambda x: x[:, None], carry)  # add the batch axis after the core axis
+        carry_b, logits, _ = step(self.network, params, carry_b, jax.tree.map(lambda x: x[None], timestep))
+        logits = logits[0]
+        action = jnp.argmax(logits) if self.greedy else jax.random.categorical(key, logits)
+        return action.astype(jnp.int32), jax.tree.map(lambda x: x[:, 0], carry_b)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class RL2(Algorithm):
+    """RL² by recurrent PPO. `RL2(env, episodes, RL2Config(...))` or `make("rl2", env, n, ...)`."""
+
+    name = "rl2"
+    Config = RL2Config
+
+    env: Environment
+    episodes: int
+    config: RL2Config = RL2Config()
+
+    def __post_init__(self):
+        check_int("rl2", "episodes", self.episodes, low=1)
+        if not isinstance(self.config, RL2Config):
+            raise ConfigError(f"rl2: config must be an RL2Config, got {type(self.config).__name__}")
+        if self.trials_per_update % self.num_minibatches:
+            raise ConfigError(
+                f"rl2: trials_per_update ({self.trials_per_update}) must be a multiple of the number of "
+                f"minibatches ({self.num_minibatches}); change trials_per_update/steps_per_update or "
+                f"minibatches/minibatch_trials"
+            )
+
+    # --- derived sizes ------------------------------------------------------------------------
+    @property
+    def trial(self) -> Trial:
+        return Trial(self.env, self.episodes)
+
+    @property
+    def trial_steps(self) -> int:
+        return self.trial.num_steps
+
+    @property
+    def trials_per_update(self) -> int:
+        c = self.config
+        if c.trials_per_update is not None:
+            return c.trials_per_update
+        return max(1, round(c.steps_per_update / self.trial_steps))
+
+    @property
+    def num_minibatches(self) -> int:
+        c = self.config
+        if c.minibatches is not None:
+            return c.minibatches
+        return max(1, self.trials_per_update // c.minibatch_trials)
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.trials_per_update // self.num_minibatches
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.trials_per_update * self.trial_steps
+
+    @property
+    def network(self) -> RL2ActorCritic:
+        return self.agent().network
+
+    def optimizer(self) -> optax.GradientTransformation:
+        c = self.config
+        adamw = optax.adamw(c.lr, eps=c.adam_eps, weight_decay=c.weight_decay)
+        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), adamw) if c.max_grad_norm > 0 else adamw
+
+    # --- the interface ------------------------------------------------------------------------
+    def agent(self) -> RL2Agent:
+        c = self.config
+        return RL2Agent(
+            env=self.env,
+            episodes=self.episodes,
+            core=c.core,
+            hidden=c.hidden,
+            layer_norm=c.layer_norm,
+            shared=c.shared,
+            episode_index_input=c.episode_index_input,
+        )
+
+    def agent_params(self, train_state: RL2TrainState) -> Any:
+        return train_state.params
+
+    def init(self, key: jax.Array) -> RL2TrainState:
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(key)
+        key, key_params, key_reset = jax.random.split(key, 3)
+        net = self.network
+        timestep, _ = self.trial.reset(key_reset)
+        carry = net.initial_carry((1,))
+        params = net.init(key_params, carry, jax.tree.map(lambda x: x[None, None], timestep))
+        return RL2TrainState(params, self.optimizer().init(params), key, jnp.int32(0))
+
+    def rollout(self, params: Any, key: jax.Array) -> dict[str, Any]:
+        """`trials_per_update` whole trials on fresh tasks. Returns time-major [T, B] arrays:
+        timestep (what the agent saw), action, logp, value, reward, valid, trial_done."""
+        net, trial, B = self.network, self.trial, self.trials_per_update
+        key_reset, key_steps = jax.random.split(key)
+        timestep, state = jax.vmap(trial.reset)(jax.random.split(key_reset, B))
+
+        def body(loop, key_t):
+            timestep, state, carry = loop
+            key_act, key_env = jax.random.split(key_t)
+            carry, logits, value = step(net, params, carry, timestep)
+            action = jax.random.categorical(key_act, logits).astype(jnp.int32)
+            logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[:, 0]
+            next_timestep, state, reward, info = jax.vmap(trial.step)(jax.random.split(key_env, B), state, action)
+            out = {
+                "timestep": timestep,
+                "action": action,
+                "logp": logp,
+                "value": value,
+                "reward": reward,
+                "valid": info["valid"],
+                "trial_done": info["trial_done"],
+            }
+            return (next_timestep, state, carry), out
+
+        init = (timestep, state, net.initial_carry((B,)))
+        _, batch = jax.lax.scan(body, init, jax.random.split(key_steps, self.trial_steps))
+        return batch
+
+    def _loss(self, params: Any, mb: dict[str, Any]):
+        c, net = self.config, self.network
+        carry = net.initial_carry((mb["action"].shape[1],))
+        _, logits, values = net.apply(params, carry, mb["timestep"])  # [T, b, A], [T, b]
+        logp_all = jax.nn.log_softmax(logits)
+        logp = jnp.take_along_axis(logp_all, mb["action"][..., None], axis=-1)[..., 0]
+        mask = mb["valid"].astype(jnp.float32)
+        adv = mb["advantage"]
+        if c.normalize_advantages:
+            n = jnp.maximum(jnp.sum(mask), 1.0)
+            mean = jnp.sum(adv * mask) / n
+            std = jnp.sqrt(jnp.sum(jnp.square(adv - mean) * mask) / n)
+            adv = (adv - mean) / (std + 1e-8)
+        over_trials = lambda f, *xs: jax.vmap(f, in_axes=1)(*xs)  # noqa: E731  time-major -> per trial
+        pg_loss, aux = over_trials(lambda lp, lo, a, m: ppo_clipped_policy_loss(lp, lo, a, c.clip_eps, m), logp, mb["logp"], adv, mask)
+        vclip = c.value_clip_eps if c.value_clip_eps > 0 else None
+        v_loss = over_trials(lambda v, t, vo, m: clipped_value_loss(v, t, vo, vclip, m), values, mb["target"], mb["value"], mask)
+        entropy = over_trials(entropy_from_logits, logits, mask)
+        pg_loss, v_loss, entropy = jnp.mean(pg_loss), jnp.mean(v_loss), jnp.mean(entropy)
+        total = pg_loss + c.vf_coef * v_loss - c.ent_coef * entropy
+        stats = {
+            "policy_loss": pg_loss,
+            "value_loss": v_loss,
+            "entropy": entropy,
+            "approx_kl": jnp.mean(aux["approx_kl"]),
+            "clip_fraction": jnp.mean(aux["clip_fraction"]),
+        }
+        return total, stats
+
+    def update(self, train_state: RL2TrainState) -> tuple[RL2TrainState, dict[str, jax.Array]]:
+        c = self.config
+        T, B, M, b = self.trial_steps, self.trials_per_update, self.num_minibatches, self.minibatch_size
+        key, key_rollout, key_epochs = jax.random.split(train_state.key, 3)
+        batch = self.rollout(train_state.params, key_rollout)
+
+        # GAE over whole trials: the value after the last step is never used (discount 0 there).
+        discount = trial_discounts(c.gamma, batch["trial_done"], batch["valid"])
+        reward = jnp.where(batch["valid"], batch["reward"], 0.0)
+        v_next = jnp.concatenate([batch["value"][1:], jnp.zeros_like(batch["value"][:1])], axis=0)
+        gae = jax.vmap(generalized_advantage_estimation, in_axes=(1, 1, 1, 1, None), out_axes=1)
+        advantage = gae(reward, discount, batch["value"], v_next, c.gae_lambda)
+        data = {k: batch[k] for k in ("timestep", "action", "logp", "value", "valid")}
+        data["advantage"] = advantage
+        data["target"] = advantage + batch["value"]
+
+        optimizer = self.optimizer()
+        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+
+        def minibatch_step(carry, mb):
+            params, opt_state = carry
+            (_, stats), grads = grad_fn(params, mb)
+            stats["grad_norm"] = optax.tree.norm(grads)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), stats
+
+        def epoch(carry, key_epoch):
+            perm = jax.random.permutation(key_epoch, B)
+            # [T, B, ...] -> [M, T, b, ...]: minibatches of whole trials, still time-major.
+            mbs = jax.tree.map(lambda x: jnp.swapaxes(jnp.take(x, perm, axis=1).reshape((T, M, b) + x.shape[2:]), 0, 1), data)
+            return jax.lax.scan(minibatch_step, carry, mbs)
+
+        (params, opt_state), stats = jax.lax.scan(
+            epoch, (train_state.params, train_state.opt_state), jax.random.split(key_epochs, c.epochs)
+        )
+        metrics = {k: jnp.mean(v).astype(jnp.float32) for k, v in stats.items()}
+        metrics["trial_return"] = jnp.mean(jnp.sum(reward, axis=0)).astype(jnp.float32)
+        new_state = RL2TrainState(params, opt_state, key, train_state.update_step + 1)
+        return new_state, metrics
