@@ -1,0 +1,193 @@
+"""A GPT-2-style causal transformer over episode tokens, with a key/value cache (First-Explore).
+
+Tokens. One token per step of an episode plus one at its start (Norman & Clune's layout): the token
+at position 0 of an episode is (observation o_0, no action, reward 0); the token at position t+1 is
+(action a_t, observation o_{t+1}, reward r_t). A token's embedding is
+
+    LayerNorm(Dense(reward) + Dense(one-hot action) + Dense(observation) + Embed(episode))
+
+(a LayerNorm without scale or bias, as the reference), to which the blocks add a learned embedding
+of the position within the episode. `episode` is the number of context episodes the token's
+episode sees (so the exploit episode that follows explore episode i shares its number, i + 1, with
+explore episode i + 1). Blocks are pre-LayerNorm: x + attention(LN(x)), then x + MLP(LN(x)) with a
+4x-wide ReLU MLP (the reference's DecisionTransformerConfig), then a final LayerNorm.
+
+Attention is masked by an explicit boolean matrix, mask[q, k] = query q may read key k, so the
+caller decides which episodes form the context (see `episode_mask`). Keys and values live in a
+fixed-size cache ([layers, cache_len, heads, head_dim]); one call writes the keys and values of
+its new tokens at given cache slots, then attends over the whole cache. The full-sequence forward
+(training) is the same call on an empty cache with every token written at its own index, so acting
+step by step and training compute the same function.
+
+Everything here is unbatched (one trial); callers vmap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+_MASKED = -1e30  # finite, so a row with no readable key gives a uniform (not NaN) softmax
+
+
+@struct.dataclass
+class Tokens:
+    """A sequence of L tokens (unbatched; vmap adds leading axes)."""
+
+    obs: jax.Array  #: [L, *obs_shape] float32, observation
+    action: jax.Array  #: [L] int32, the action that led here; -1 for none (an episode's start)
+    reward: jax.Array  #: [L] float32, the reward of that action; 0 at an episode's start
+    position: jax.Array  #: [L] int32, index of the token within its episode (0 at the start)
+    episode: jax.Array  #: [L] int32, number of context episodes the token's episode sees
+
+
+@struct.dataclass
+class KVCache:
+    """Keys and values of every layer: each [layers, cache_len, heads, head_dim] float32."""
+
+    keys: jax.Array
+    values: jax.Array
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[1]
+
+
+def empty_cache(layers: int, length: int, heads: int, hidden: int) -> KVCache:
+    """A zero cache of `length` slots."""
+    shape = (layers, length, heads, hidden // heads)
+    return KVCache(jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
+
+
+def episode_mask(
+    query_slot: jax.Array,
+    query_position: jax.Array,
+    query_context: jax.Array,
+    key_slot: jax.Array,
+    key_position: jax.Array,
+    key_valid: jax.Array,
+) -> jax.Array:
+    """The attention mask of First-Explore's slot layout. Every episode occupies a slot; the
+    context slots are 0, 1, 2, ... (explore episodes, or every episode for always-exploit).
+
+    A query in slot qs at position qp with context c reads key (ks, kp) iff the key is valid and
+    either it is earlier in the same episode (ks == qs and kp <= qp) or it belongs to one of the
+    first c context slots (ks < c). So nothing flows from the future of an episode, and no episode
+    outside the first c slots (later explore episodes, other exploit episodes) is ever read.
+
+    Shapes: query_* [Lq], key_* [Lk] (int32 / bool) -> [Lq, Lk] bool."""
+    same_episode = (key_slot[None, :] == query_slot[:, None]) & (key_position[None, :] <= query_position[:, None])
+    in_context = key_slot[None, :] < query_context[:, None]
+    return key_valid[None, :] & (same_episode | in_context)
+
+
+def _dense(features: int, name: str, init_std: float = 0.02) -> nn.Dense:
+    return nn.Dense(features, kernel_init=nn.initializers.normal(init_std), name=name)
+
+
+class _Block(nn.Module):
+    """One pre-LayerNorm transformer block reading and writing its layer of the cache."""
+
+    hidden: int
+    heads: int
+    mlp_ratio: int = 4
+
+    @nn.compact
+    def __call__(self, x, keys, values, write_index, mask):
+        """x [Lq, H]; keys/values [Lc, heads, dh]; write_index [Lq]; mask [Lq, Lc] ->
+        (x [Lq, H], keys, values) with this block's new keys/values written at write_index."""
+        Lq, H = x.shape
+        dh = H // self.heads
+        h = nn.LayerNorm(epsilon=1e-5, name="ln_attention")(x)
+        qkv = _dense(3 * H, "qkv")(h).reshape(Lq, 3, self.heads, dh)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        keys = keys.at[write_index].set(k)
+        values = values.at[write_index].set(v)
+        logits = jnp.einsum("qhd,khd->hqk", q, keys) / jnp.sqrt(jnp.float32(dh))
+        logits = jnp.where(mask[None], logits, _MASKED)
+        weights = jax.nn.softmax(logits, axis=-1)
+        attended = jnp.einsum("hqk,khd->qhd", weights, values).reshape(Lq, H)
+        x = x + _dense(H, "attention_out")(attended)
+        h = nn.LayerNorm(epsilon=1e-5, name="ln_mlp")(x)
+        h = nn.relu(_dense(self.mlp_ratio * H, "mlp_in")(h))
+        x = x + _dense(H, "mlp_out")(h)
+        return x, keys, values
+
+
+class CausalTransformer(nn.Module):
+    """First-Explore's network: token embedding, `layers` blocks, explore and exploit heads.
+
+    `__call__(tokens [Lq], cache, write_index [Lq], mask [Lq, Lc])` ->
+    (explore_logits [Lq, A], exploit_logits [Lq, A], cache). See `forward` and `step`."""
+
+    num_actions: int
+    max_positions: int  #: tokens per episode (steps + 1)
+    max_episodes: int  #: rows of the episode embedding (largest context size + 1)
+    hidden: int = 128
+    heads: int = 4
+    layers: int = 3
+    mlp_ratio: int = 4
+
+    def embed(self, tokens: Tokens) -> jax.Array:
+        """[L] tokens -> [L, H] input embeddings (token embedding plus position embedding)."""
+        L = tokens.action.shape[0]
+        H = self.hidden
+        reward = _dense(H, "embed_reward")(tokens.reward.astype(jnp.float32)[:, None])
+        action = _dense(H, "embed_action")(jax.nn.one_hot(tokens.action, self.num_actions, dtype=jnp.float32))
+        obs = _dense(H, "embed_obs")(tokens.obs.reshape(L, -1).astype(jnp.float32))
+        episode = nn.Embed(self.max_episodes, H, embedding_init=nn.initializers.normal(0.02), name="embed_episode")(
+            jnp.clip(tokens.episode, 0, self.max_episodes - 1)
+        )
+        x = nn.LayerNorm(epsilon=1e-5, use_scale=False, use_bias=False, name="ln_token")(reward + action + obs + episode)
+        position = nn.Embed(self.max_positions, H, embedding_init=nn.initializers.normal(0.01), name="embed_position")(
+            jnp.clip(tokens.position, 0, self.max_positions - 1)
+        )
+        return x + position
+
+    @nn.compact
+    def __call__(self, tokens: Tokens, cache: KVCache, write_index: jax.Array, mask: jax.Array):
+        x = self.embed(tokens)
+        keys, values = [], []
+        for layer in range(self.layers):
+            block = _Block(self.hidden, self.heads, self.mlp_ratio, name=f"block_{layer}")
+            x, k, v = block(x, cache.keys[layer], cache.values[layer], write_index, mask)
+            keys.append(k)
+            values.append(v)
+        x = nn.LayerNorm(epsilon=1e-5, name="ln_final")(x)
+        explore_logits = nn.Dense(self.num_actions, name="explore_policy")(x)
+        exploit_logits = nn.Dense(self.num_actions, name="exploit_policy")(x)
+        return explore_logits, exploit_logits, KVCache(jnp.stack(keys), jnp.stack(values))
+
+    def empty_cache(self, length: int) -> KVCache:
+        return empty_cache(self.layers, length, self.heads, self.hidden)
+
+
+def forward(net: CausalTransformer, params: Any, tokens: Tokens, mask: jax.Array):
+    """The full-sequence forward: L tokens, mask [L, L] -> (explore_logits [L, A],
+    exploit_logits [L, A])."""
+    L = tokens.action.shape[0]
+    explore_logits, exploit_logits, _ = net.apply(params, tokens, net.empty_cache(L), jnp.arange(L), mask)
+    return explore_logits, exploit_logits
+
+
+def step(net: CausalTransformer, params: Any, cache: KVCache, tokens: Tokens, write_index: jax.Array, mask: jax.Array):
+    """Feed Lq new tokens (usually 1 or 2) into `cache`: their keys/values are written at
+    write_index [Lq], then each attends over the cache with its row of mask [Lq, Lc].
+    Returns (explore_logits [Lq, A], exploit_logits [Lq, A], cache)."""
+    return net.apply(params, tokens, cache, write_index, mask)
+
+
+def init_params(net: CausalTransformer, key: jax.Array, obs_shape: tuple[int, ...]) -> Any:
+    """Parameters for `net` from a one-token dummy sequence."""
+    tokens = Tokens(
+        obs=jnp.zeros((1, *obs_shape), jnp.float32),
+        action=jnp.zeros((1,), jnp.int32),
+        reward=jnp.zeros((1,), jnp.float32),
+        position=jnp.zeros((1,), jnp.int32),
+        episode=jnp.zeros((1,), jnp.int32),
+    )
+    return net.init(key, tokens, net.empty_cache(1), jnp.zeros((1,), jnp.int32), jnp.ones((1, 1), bool))
