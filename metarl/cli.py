@@ -320,6 +320,225 @@ def baselines_command(args: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# metarl train ALGO FAMILY ..., metarl eval RUN ...  (the work is done by metarl.run)
+_TRAIN_TEXT = (
+    "Train ALGO on trials of N episodes of tasks from FAMILY and write the run folder --out: config.json "
+    "(everything needed to rerun), metrics.jsonl (means over each chunk of updates, per seed and averaged), "
+    "TensorBoard events, checkpoints/ (atomic, no pickle) and eval/ (held-out evaluations beside the "
+    "family's baselines, as JSON, Markdown and PNG). --steps counts environment steps per seed; --seeds "
+    "independent seeds train at once (vmapped). Ctrl-C stops after the running chunk with a checkpoint; "
+    "--resume continues a stopped or killed run from its last checkpoint with the same result as an "
+    "uninterrupted run (give the same ALGO, FAMILY, options, --seeds and --seed; --steps may grow). "
+    "Family options are the family's own and algorithm options the algorithm's config: see "
+    "`metarl train ALGO FAMILY --help`."
+)
+
+
+def _train_flags(has_presets: bool) -> list[Flag]:
+    out = [
+        flag("steps", int, dataclasses.MISSING, "environment steps per seed to train for", "N"),
+        flag("out", str, dataclasses.MISSING, "run folder to write (runs/NAME)", "DIR"),
+        flag("episodes", int, 10, "n, episodes per trial (pulls, for bandits)", "N"),
+        flag("seeds", int, 1, "independent training seeds, trained at once", "S"),
+        flag("seed", int, 0, "seed i trains from fold_in(fold_in(PRNGKey(seed), stream), i)", "SEED"),
+        flag("resume", bool, False, "continue the run in --out from its last checkpoint"),
+        flag("eval_every", int | None, None, "env steps between held-out evaluations (None: at the end only; 0: never)", "N"),
+        flag("eval_tasks", int, 200, "held-out tasks per evaluation (0: no evaluation)", "T"),
+        flag("eval_seed", int | None, None, "held-out tasks are sample_tasks(PRNGKey(eval_seed)) (None: --seed)", "S"),
+        flag("eval_baselines", str | None, None, "comma-separated baselines shown beside the agent (None: all that apply; 'none')", "A,B,..."),
+        flag("checkpoint_every", int | None, None, "env steps between checkpoints (None: by time only)", "N"),
+        flag("checkpoint_seconds", float, 300.0, "at most this many seconds between checkpoints", "SEC"),
+        flag("keep_checkpoints", int, 3, "checkpoints kept (the newest)", "K"),
+        flag("chunk_seconds", float, 5.0, "target seconds of one jitted chunk of updates (I/O happens between chunks)", "SEC"),
+        flag("quiet", bool, False, "no progress bar or log lines"),
+    ]
+    if has_presets:
+        out.append(flag("preset", str | None, None, "named algorithm config whose values become the defaults of the algorithm's options", "NAME"))
+    return out
+
+
+def _presets(algo_cls) -> dict[str, Any]:
+    """The algorithm's named configs: a `PRESETS` dict in its module, if any."""
+    return dict(getattr(sys.modules.get(algo_cls.__module__), "PRESETS", None) or {})
+
+
+def _preset_arg(args: Sequence[str]) -> str | None:
+    for i, a in enumerate(args):
+        if a == "--preset" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--preset="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _names_list(text: str | None) -> list[str] | None:
+    """'a,b' -> [a, b]; 'none' -> []; None -> None (all)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return []
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from metarl.eval import report
+
+    columns, rows = report.table_rows(summary)
+    console = _console()
+    console.print(f"{report.title(summary)}; {summary['header']['interval']}")
+    table = Table()
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@command(
+    "train",
+    "Train an algorithm on a task family; write a run folder (metrics, checkpoints, evaluations).",
+    usage="metarl train ALGO FAMILY [family options] [algorithm options] --steps N --out DIR [--seeds S] [--episodes N] [--resume] [--eval-every N] [--eval-tasks T]",
+    example="metarl train rl2 bandit --arms 5 --episodes 10 --steps 5000000 --seeds 1 --out runs/b5",
+)
+def train_command(args: list[str]) -> int:
+    from metarl import algos, envs
+    from metarl.errors import CheckpointError
+    from metarl.run import TrainingDiverged, train
+
+    if _wants_help(args):
+        description = _describe(
+            "train",
+            _TRAIN_TEXT,
+            f"ALGO is one of: {', '.join(algos.names()) or '(none yet)'}. FAMILY is one of: {', '.join(envs.names())}.",
+        )
+        parse_flags(["--help"], _train_flags(False), prog="metarl train ALGO FAMILY", description=description)
+        return 0
+    (algo_name, family), rest = take_names(args, ["ALGO", "FAMILY"], [algos.algorithm_class, envs.family_class])
+    algo_cls = algos.algorithm_class(algo_name)
+    presets = _presets(algo_cls)
+    family_flags = fields_to_flags(envs.family_class(family))
+    algo_flags = fields_to_flags(algo_cls.Config)
+    preset = _preset_arg(rest)
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"algorithm {algo_name!r} has no preset {preset!r}; its presets: {', '.join(presets) or '(none)'}")
+        chosen = presets[preset]
+        algo_flags = [dataclasses.replace(f, default=getattr(chosen, f.name)) for f in algo_flags]
+    common = _train_flags(bool(presets))
+    description = _describe(
+        "train",
+        _TRAIN_TEXT,
+        f"Options of {family}: {', '.join(f.name for f in family_flags) or '(none)'}. Options of {algo_name}: "
+        f"{', '.join(f.name for f in algo_flags)}" + (f"; presets: {', '.join(presets)}." if presets else "."),
+    )
+    values = parse_flags(rest, family_flags + algo_flags + common, prog=f"metarl train {algo_name} {family}", description=description)
+    env = envs.make(family, **pick(values, family_flags))
+    algo = algos.make(algo_name, env, values["episodes"], **pick(values, algo_flags))
+    try:
+        result = train(
+            algo,
+            seeds=values["seeds"],
+            total_steps=values["steps"],
+            out_dir=values["out"],
+            resume=values["resume"],
+            seed=values["seed"],
+            eval_every=values["eval_every"],
+            eval_tasks=values["eval_tasks"],
+            eval_seed=values["eval_seed"],
+            eval_baselines=_names_list(values["eval_baselines"]),
+            checkpoint_every=values["checkpoint_every"],
+            checkpoint_seconds=values["checkpoint_seconds"],
+            keep_checkpoints=values["keep_checkpoints"],
+            chunk_seconds=values["chunk_seconds"],
+            quiet=values["quiet"],
+            command=["metarl", "train", *args],
+        )
+    except CheckpointError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: stopped; the last checkpoint in {values['out']} is intact (continue with --resume)", file=sys.stderr)
+        return 130
+    if not values["quiet"]:
+        import glob
+        import json
+        import os
+
+        evals = sorted(glob.glob(os.path.join(values["out"], "eval", "steps_*.json")))
+        if evals and not result.interrupted:
+            with open(evals[-1]) as f:
+                _print_summary(json.load(f))
+        speed = result.updates * algo.steps_per_update * values["seeds"] / max(result.train_seconds, 1e-9)
+        print(
+            f"{values['out']}: {result.env_steps:,} env steps per seed, {result.updates:,} updates; compile "
+            f"{result.compile_seconds:.1f} s, training {result.train_seconds:.1f} s ({speed:,.0f} steps/s over all seeds)"
+            + ("; stopped early, continue with --resume" if result.interrupted else ""),
+            file=sys.stderr,
+        )
+    return 130 if result.interrupted else 0
+
+
+_EVAL_TEXT = (
+    "Evaluate a saved run: rebuild its algorithm from RUN/config.json, load its last checkpoint and score "
+    "every training seed's agent on T held-out tasks, beside the family's baselines on the same tasks (all "
+    "that apply, or --baselines). Prints the table (mean total return with a 95% interval over per-seed means, "
+    "or over tasks with one seed; regret against the Oracle when there is one) and writes it as JSON and "
+    "Markdown and the per-episode return curves as PNG (default RUN/eval/final.*)."
+)
+
+
+@command(
+    "eval",
+    "Evaluate a saved run's agents against the family's baselines; write the table and plot.",
+    usage="metarl eval RUN [--tasks T] [--seed S] [--baselines A,B] [--json PATH] [--plot PATH]",
+    example="metarl eval runs/b5 --tasks 1000 --json runs/b5/eval/final.json --plot runs/b5/eval/final.png",
+)
+def eval_command(args: list[str]) -> int:
+    from metarl.errors import CheckpointError
+    from metarl.run import evaluate_run
+
+    flags = [
+        flag("tasks", int, 1000, "held-out tasks, every agent on the same ones", "T"),
+        flag("seed", int | None, None, "tasks are sample_tasks(PRNGKey(seed)) (None: the run's evaluation seed)", "S"),
+        flag("baselines", str | None, None, "comma-separated baselines (None: all that apply; 'none')", "A,B,..."),
+        flag("checkpoint", str | None, None, "a checkpoint file to evaluate (None: the run's last)", "PATH"),
+        flag("json", str | None, None, "summary JSON path (default RUN/eval/final.json)", "PATH"),
+        flag("markdown", str | None, None, "Markdown table path (default: the JSON path with .md)", "PATH"),
+        flag("plot", str | None, None, "PNG plot path (default RUN/eval/final.png)", "PATH"),
+    ]
+    if _wants_help(args):
+        parse_flags(["--help"], flags, prog="metarl eval RUN", description=_describe("eval", _EVAL_TEXT))
+        return 0
+    if args[0].startswith("-"):
+        raise ConfigError("missing RUN, the run folder to evaluate (see --help)")
+    run_dir, rest = args[0], args[1:]
+    values = parse_flags(rest, flags, prog="metarl eval RUN", description=_describe("eval", _EVAL_TEXT))
+    status = _console(stderr=True)
+    try:
+        with status.status(f"evaluating {run_dir} ..."):
+            summary = evaluate_run(
+                run_dir,
+                tasks=values["tasks"],
+                seed=values["seed"],
+                baselines=_names_list(values["baselines"]),
+                json_path=values["json"],
+                md_path=values["markdown"],
+                plot_path=values["plot"],
+                checkpoint=values["checkpoint"],
+            )
+    except CheckpointError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    _print_summary(summary)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # metarl, metarl --help
 def _top_help() -> str:
     width = max(len(name) for name in COMMANDS)

@@ -297,3 +297,62 @@ def test_evaluate_run_writes_table_and_plot(tmp_path):
         os.unlink(p)
     with pytest.raises(CheckpointError, match="has no checkpoint"):
         evaluate_run(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line: metarl train / metarl eval
+def test_cli_train_resume_eval_and_errors(tmp_path, capsys):
+    from metarl.cli import main
+
+    out = str(tmp_path / "run")
+    base = ["train", "optimism-test", "bandit", "--arms", "2", "--episodes", str(EPISODES), "--seeds", "2", "--quiet"]
+    assert main(base + ["--steps", str(4 * SPU), "--out", out, "--eval-tasks", "0"]) == 0
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["command"][:3] == ["metarl", "train", "optimism-test"] and config["algorithm"]["config"]["lr"] == 0.5
+    assert main(base + ["--steps", str(6 * SPU), "--out", out, "--eval-tasks", "0", "--resume"]) == 0
+    assert folder.read_jsonl(os.path.join(out, "metrics.jsonl"))[-1]["updates"] == 6
+    capsys.readouterr()
+
+    def fails(args, message, code=2):
+        assert main(args) == code
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+
+    fails(base + ["--steps", "10", "--out", out], "already holds a run; pass --resume")
+    fails(base + ["--steps", "10", "--out", out, "--lr", "0.2", "--resume"], "different algorithm")
+    fails(["train", "nope", "bandit", "--steps", "10", "--out", out], "unknown algorithm 'nope'")
+    fails(base + ["--steps", "10", "--out", out, "--lr", "-1"], "lr")  # the config's own validation
+    fails(["eval", str(tmp_path / "missing")], "no run folder")
+
+    assert main(["eval", out, "--tasks", "300", "--baselines", "random", "--json", str(tmp_path / "e.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "optimism-test (trained, 2 seeds)" in printed and "random" in printed
+    assert os.path.exists(tmp_path / "e.json") and os.path.exists(tmp_path / "e.md")
+    assert os.path.exists(os.path.join(out, "eval", "final.png"))
+
+    path = latest_checkpoint(os.path.join(out, "checkpoints"))
+    with open(path, "r+b") as f:
+        f.seek(-5, os.SEEK_END)
+        f.write(b"xxxxx")
+    fails(["eval", out, "--tasks", "10"], "is corrupt")
+    fails(base + ["--steps", str(8 * SPU), "--out", out, "--resume"], "is corrupt")
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end with the real RL² (tiny): resume equivalence and evaluate_run
+def test_rl2_end_to_end_resume_and_evaluate(tmp_path):
+    pytest.importorskip("metarl.algos.rl2")
+    small = dict(hidden=16, trials_per_update=16, minibatches=2, epochs=1)
+    algo = algos.make("rl2", metarl.make("bandit", arms=2), 5, **small)
+    spu = algo.steps_per_update
+    whole = train(algo, seeds=2, total_steps=4 * spu, out_dir=str(tmp_path / "whole"), eval_every=0, **QUIET)
+    part = str(tmp_path / "part")
+    train(algo, seeds=2, total_steps=2 * spu, out_dir=part, eval_every=0, **QUIET)
+    resumed = train(algo, seeds=2, total_steps=4 * spu, out_dir=part, resume=True, eval_every=0, **QUIET)
+    for a, b in zip(leaves(whole.state), leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
+    lines = folder.read_jsonl(os.path.join(part, "metrics.jsonl"))
+    assert lines[-1]["updates"] == 4 and {"policy_loss", "value_loss", "trial_return"} <= set(lines[-1]["metrics"])
+    summary = evaluate_run(part, tasks=50, baselines=["random"])
+    assert [a["name"] for a in summary["agents"]] == ["rl2", "random"]
+    assert 0.0 <= summary["agents"][0]["mean_total_return"] <= 5.0
