@@ -57,6 +57,7 @@ __all__ = [
     "posterior_mean_mdp",
     "sample_posterior_mdp",
     "sample_gamma",
+    "gamma_from_uniforms",
     "TUNED_MDP",
     "tuned_mdp_hparams",
     "GreedyMDP",
@@ -205,36 +206,49 @@ def posterior_mean_mdp(env: Environment, counts: MDPCounts) -> tuple[jax.Array, 
 
 def sample_posterior_mdp(key: jax.Array, env: Environment, counts: MDPCounts) -> tuple[jax.Array, jax.Array]:
     """One MDP from the posterior: (reward [S, A], transitions [S, A, S])."""
-    key_r, key_p = jax.random.split(key)
+    S, A = counts.visits.shape
+    # One call to the PRNG for everything (each call is a threefry kernel that is slow to compile)
+    uniforms = jax.random.uniform(key, (2 * GAMMA_PROPOSALS + 2, S, A, S), jnp.float32, minval=1e-7, maxval=1.0 - 1e-7)
     mean, std = reward_posterior(env, counts)
-    reward = mean + std * jax.random.normal(key_r, mean.shape, jnp.float32)
+    reward = mean + std * jax.scipy.special.ndtri(uniforms[-1, :, :, 0])
     alpha = env.dirichlet_alpha + counts.transition_counts
-    gammas = sample_gamma(key_p, alpha)  # Dirichlet = normalised Gammas
+    gammas = gamma_from_uniforms(uniforms[:-1], alpha)  # Dirichlet = normalised Gammas
     transitions = gammas / jnp.maximum(gammas.sum(-1, keepdims=True), 1e-30)
     return reward, transitions
 
 
-def sample_gamma(key: jax.Array, alpha: jax.Array, proposals: int = 4) -> jax.Array:
-    """Gamma(alpha, 1) draws of alpha's shape by Marsaglia & Tsang (2000) with a fixed number of
-    proposals (jax.random.gamma's per-element while loop is ~50x slower on CPU under vmap).
+#: Marsaglia-Tsang proposals per Gamma draw (see `gamma_from_uniforms`)
+GAMMA_PROPOSALS = 4
 
-    Each proposal is accepted with probability >= 0.95 for every alpha >= 1, so all `proposals`
-    = 4 are rejected with probability < 6e-6; that rare element then takes the proposal's centre
+
+def sample_gamma(key: jax.Array, alpha: jax.Array) -> jax.Array:
+    """Gamma(alpha, 1) draws of alpha's shape (see `gamma_from_uniforms`)."""
+    uniforms = jax.random.uniform(key, (2 * GAMMA_PROPOSALS + 1,) + alpha.shape, jnp.float32, minval=1e-7, maxval=1.0 - 1e-7)
+    return gamma_from_uniforms(uniforms, alpha)
+
+
+def gamma_from_uniforms(uniforms: jax.Array, alpha: jax.Array) -> jax.Array:
+    """Gamma(alpha, 1) draws by Marsaglia & Tsang (2000) with a fixed number P of proposals, from
+    uniforms [2P + 1, *alpha.shape] in (0, 1) (jax.random.gamma's per-element while loop is ~50x
+    slower on CPU under vmap).
+
+    Each proposal is accepted with probability >= 0.95 for every alpha >= 1, so all P = 4 are
+    rejected with probability < 6e-6; that rare element then takes the proposal's centre
     d = alpha - 1/3 (a negligible bias). alpha < 1 uses the boost Gamma(alpha + 1) * U^(1/alpha)."""
-    key_x, key_u, key_boost = jax.random.split(key, 3)
+    proposals = (uniforms.shape[0] - 1) // 2
+    x = jax.scipy.special.ndtri(uniforms[:proposals])  # standard normals
+    u = uniforms[proposals : 2 * proposals]
+    u_boost = uniforms[-1]
     boosted = alpha < 1.0
     a = jnp.where(boosted, alpha + 1.0, alpha)
     d = a - 1.0 / 3.0
     c = 1.0 / jnp.sqrt(9.0 * d)
-    x = jax.random.normal(key_x, (proposals,) + alpha.shape, jnp.float32)
-    u = jax.random.uniform(key_u, (proposals,) + alpha.shape, jnp.float32, minval=1e-38)
     v = (1.0 + c * x) ** 3
     safe_v = jnp.maximum(v, 1e-30)
     accept = (v > 0) & (jnp.log(u) < 0.5 * x**2 + d - d * safe_v + d * jnp.log(safe_v))
     first = jnp.argmax(accept, axis=0)
     v_first = jnp.take_along_axis(safe_v, first[None], axis=0)[0]
     draw = d * jnp.where(accept.any(axis=0), v_first, 1.0)
-    u_boost = jax.random.uniform(key_boost, alpha.shape, jnp.float32, minval=1e-38)
     return jnp.where(boosted, draw * u_boost ** (1.0 / jnp.where(boosted, alpha, 1.0)), draw)
 
 
