@@ -1,0 +1,526 @@
+"""First-Explore (Norman & Clune): two context-conditioned policies, explore and exploit, on one
+causal transformer, trained by self-imitation.
+
+The context of both policies is every earlier *explore* episode of the task; exploit episodes never
+enter it. One task's training rollout (the reference's `train_exploit_explore`): for i = 0..n-1,
+explore episode i (context: explore episodes 0..i-1), then an exploit episode whose context is
+explore episodes 0..i. Losses (cross-entropy on the sampled actions, summed over an episode's
+steps, averaged over tasks, the sum over the n pairs divided by n), with `best` the best return so
+far in the task (explore and exploit episodes alike, starting at `initial_best`):
+
+    exploit weight of pair i = [exploit_return_i >= best] (* (1 + exploit_return_i - best) if weighted)
+    explore weight of pair i = [exploit_return_i >  best] (* the same factor)
+    best = max(best, explore_return_i, exploit_return_i)
+
+so the explore policy imitates explore episodes whose information let the exploit policy beat the
+best so far. The always-exploit control (`always_exploit=True`) has only the exploit policy, its
+own episodes form the context and it imitates episodes whose return is >= the best so far.
+
+Rollouts use a *rollout* copy of the parameters, refreshed every `refresh_every` updates; before
+the first refresh actions are uniformly random (the reference's sampling temperature 0). As in the
+reference the cross-entropy is taken on `stop_gradient(rollout_logits) + logits`, which makes the
+trained policy's logits estimate log E[weight | action] whatever the rollout policy was.
+
+At test time the agent explores for k episodes then exploits for the rest of the n; `choose_k`
+picks the k maximising the expected cumulative reward over the n episodes on training tasks.
+
+Defaults: the reference bandit run (hidden 128, 4 heads, 3 layers, AdamW lr 1e-4 with 10% warm-up
+then linear decay, weight decay 1e-4, element-wise gradient clip 0.25, 128 tasks per update,
+refresh every 10k updates, 200k updates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from metarl.agents import Agent
+from metarl.algos.base import Algorithm, register
+from metarl.envs.base import Environment
+from metarl.envs.trial import TimeStep
+from metarl.errors import ConfigError, check, check_float, check_int
+from metarl.nets.transformer import CausalTransformer, KVCache, Tokens, episode_mask, forward, init_params, step
+
+_TRASH_SLOT = 1 << 20  # slot id of the cache's trash cell: never read by any query
+_CHOOSE_K_STREAM = 0x6B  # fold_in constant: the training tasks `agent_params` chooses k on
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstExploreConfig:
+    """First-Explore settings. Defaults: the reference bandit run (use layers=4 and 1M updates for
+    the treasure room and the maze, the "reference-room" preset)."""
+
+    hidden: int = 128  #: transformer width
+    heads: int = 4  #: attention heads (must divide hidden)
+    layers: int = 3  #: transformer blocks
+    batch_tasks: int = 128  #: tasks (whole rollouts) per update
+    total_updates: int = 200_000  #: updates of the learning-rate schedule
+    lr: float = 1e-4  #: peak AdamW learning rate
+    warmup_fraction: float = 0.1  #: fraction of total_updates warming the lr up from 0 (then linear decay to 0)
+    weight_decay: float = 1e-4  #: AdamW decoupled weight decay
+    grad_clip: float = 0.25  #: clip every gradient element to [-c, c] (optax.clip, as the reference); 0: off
+    refresh_every: int = 10_000  #: copy the parameters into the rollout parameters every this many updates; uniformly random rollouts before the first copy
+    rollout_temperature: float = 1.0  #: the rollout policy's logits are multiplied by this after the first refresh
+    weighted: bool = True  #: scale the self-imitation weights by 1 + (return - best so far)
+    initial_best: float | None = 0.0  #: best-so-far return before a task's first episode (None: minus infinity)
+    always_exploit: bool = False  #: the always-exploit control: one exploit policy whose own episodes form the context
+    greedy: bool = False  #: the test-time agent acts by the most likely action instead of sampling
+    choose_k_tasks: int = 256  #: training tasks `agent_params` chooses k on
+
+    def __post_init__(self):
+        o = "first-explore"
+        check_int(o, "hidden", self.hidden, low=1, high=65536)
+        check_int(o, "heads", self.heads, low=1, high=self.hidden)
+        check(self.hidden % self.heads == 0, f"{o}: heads must divide hidden, got hidden={self.hidden}, heads={self.heads}")
+        check_int(o, "layers", self.layers, low=1, high=64)
+        check_int(o, "batch_tasks", self.batch_tasks, low=1)
+        check_int(o, "total_updates", self.total_updates, low=1)
+        check_float(o, "lr", self.lr, low=0.0, low_open=True)
+        check_float(o, "warmup_fraction", self.warmup_fraction, low=0.0, high=1.0, high_open=True)
+        check_float(o, "weight_decay", self.weight_decay, low=0.0)
+        check_float(o, "grad_clip", self.grad_clip, low=0.0)
+        check_int(o, "refresh_every", self.refresh_every, low=1)
+        check_float(o, "rollout_temperature", self.rollout_temperature, low=0.0)
+        for name in ("weighted", "always_exploit", "greedy"):
+            check(isinstance(getattr(self, name), bool), f"{o}: {name} must be true or false, got {getattr(self, name)!r}")
+        if self.initial_best is not None:
+            check_float(o, "initial_best", self.initial_best)
+        check_int(o, "choose_k_tasks", self.choose_k_tasks, low=1)
+
+    @property
+    def warmup_updates(self) -> int:
+        return int(self.total_updates * self.warmup_fraction)
+
+
+#: Named configurations. "reference": the bandit run; "reference-room": the treasure room and maze
+#: runs; "fast": small enough to learn the 2-arm fixed-arm bandit on a small CPU in about a minute.
+PRESETS: dict[str, FirstExploreConfig] = {
+    "reference": FirstExploreConfig(),
+    "reference-room": FirstExploreConfig(layers=4, total_updates=1_000_000),
+    "fast": FirstExploreConfig(
+        hidden=32, heads=2, layers=2, batch_tasks=64, total_updates=600, lr=1e-3, refresh_every=100, choose_k_tasks=256
+    ),
+}
+
+
+@struct.dataclass
+class FirstExploreTrainState:
+    params: Any  #: the trained network parameters
+    rollout_params: Any  #: the parameters rollouts act with (refreshed every refresh_every updates)
+    opt_state: Any  #: AdamW state
+    key: jax.Array  #: uint32 [2] raw PRNG key data
+    update_step: jax.Array  #: int32, updates done
+
+
+# --- the self-imitation weights (unbatched, one task; callers vmap) ---------------------------------
+
+
+def self_imitation_weights(
+    explore_returns: jax.Array, exploit_returns: jax.Array, initial_best: float | None = 0.0, weighted: bool = True
+) -> tuple[jax.Array, jax.Array]:
+    """First-Explore's weights for one task. explore_returns [n], exploit_returns [n] (the
+    exploit episode that follows explore episode i) -> (explore_weights [n], exploit_weights [n])."""
+    best0 = jnp.float32(-jnp.inf if initial_best is None else initial_best)
+
+    def body(best, returns):
+        explore_return, exploit_return = returns
+        factor = jnp.where(jnp.isfinite(best), 1.0 + exploit_return - best, 1.0) if weighted else 1.0
+        exploit_weight = jnp.where(exploit_return >= best, factor, 0.0)
+        explore_weight = jnp.where(exploit_return > best, factor, 0.0)
+        best = jnp.maximum(best, jnp.maximum(explore_return, exploit_return))
+        return best, (explore_weight, exploit_weight)
+
+    _, (explore_w, exploit_w) = jax.lax.scan(body, best0, (explore_returns, exploit_returns))
+    return explore_w.astype(jnp.float32), exploit_w.astype(jnp.float32)
+
+
+def always_exploit_weights(returns: jax.Array, initial_best: float | None = 0.0, weighted: bool = True) -> jax.Array:
+    """The always-exploit control's weights for one task: returns [n] -> weights [n]."""
+    best0 = jnp.float32(-jnp.inf if initial_best is None else initial_best)
+
+    def body(best, ret):
+        factor = jnp.where(jnp.isfinite(best), 1.0 + ret - best, 1.0) if weighted else 1.0
+        return jnp.maximum(best, ret), jnp.where(ret >= best, factor, 0.0)
+
+    return jax.lax.scan(body, best0, returns)[1].astype(jnp.float32)
+
+
+def cumulative_reward_by_k(explore_returns: jax.Array, exploit_returns: jax.Array) -> jax.Array:
+    """Expected cumulative reward of exploring k episodes then exploiting, for k = 0..n.
+    explore_returns [..., n]; exploit_returns [..., n]: the exploit episode whose context is the
+    first k explore episodes, k = 0..n-1 -> [..., n + 1]."""
+    n = explore_returns.shape[-1]
+    explored = jnp.concatenate([jnp.zeros_like(explore_returns[..., :1]), jnp.cumsum(explore_returns, axis=-1)], axis=-1)
+    exploiting = jnp.concatenate([exploit_returns * (n - jnp.arange(n)), jnp.zeros_like(exploit_returns[..., :1])], axis=-1)
+    return explored + exploiting
+
+
+# --- the cache layout shared by rollouts and the agent ------------------------------------------------
+
+
+def _cache_layout(episodes: int, tokens_per_episode: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slot and position of every cache cell: context slots 0..n-1, the scratch slot n (the
+    current exploit episode, overwritten by each), then one trash cell (writes nobody reads)."""
+    n, S = episodes, tokens_per_episode
+    slot = np.concatenate([np.repeat(np.arange(n + 1), S), [_TRASH_SLOT]]).astype(np.int32)
+    position = np.concatenate([np.tile(np.arange(S), n + 1), [0]]).astype(np.int32)
+    return slot, position
+
+
+def _one(tokens: Tokens) -> Tokens:
+    return jax.tree.map(lambda x: jnp.asarray(x)[None], tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstExploreAgent(Agent):
+    """The trained policies as an in-context agent: explore for k episodes, then exploit.
+
+    params: {"network": transformer parameters, "k": int32}; `k` (static) overrides params["k"]
+    when set. carry: {"cache": KVCache, "valid": [cache_len] bool, "last_step": int32}; the
+    cache holds explore-episode tokens only, in slots 0..k-1; exploit episodes write into one
+    scratch slot that each new exploit episode overwrites (reads of it are limited to the current
+    episode by the causal mask, so it never needs clearing)."""
+
+    name = "first-explore"
+
+    k: int | None = None  #: explore episodes (None: params["k"], chosen by `agent_params`)
+    hidden: int = 128
+    heads: int = 4
+    layers: int = 3
+    always_exploit: bool = False
+    greedy: bool = False
+
+    def __post_init__(self):
+        if self.k is not None:
+            check_int("first-explore agent", "k", self.k, low=0, high=self.episodes)
+
+    @property
+    def tokens_per_episode(self) -> int:
+        return self.env.max_steps_in_episode + 1
+
+    @property
+    def network(self) -> CausalTransformer:
+        return CausalTransformer(
+            num_actions=self.env.num_actions,
+            max_positions=self.tokens_per_episode,
+            max_episodes=self.episodes + 1,
+            hidden=self.hidden,
+            heads=self.heads,
+            layers=self.layers,
+        )
+
+    @property
+    def cache_length(self) -> int:
+        return (self.episodes + 1) * self.tokens_per_episode + 1
+
+    def init(self, key: jax.Array) -> Any:
+        return {
+            "cache": self.network.empty_cache(self.cache_length),
+            "valid": jnp.zeros((self.cache_length,), bool),
+            "last_step": jnp.int32(0),
+        }
+
+    def act(self, params: Any, carry: Any, timestep: TimeStep, key: jax.Array) -> tuple[jax.Array, Any]:
+        logits, carry = self.policy_logits(params, carry, timestep)
+        action = jnp.argmax(logits) if self.greedy else jax.random.categorical(key, logits)
+        return action.astype(jnp.int32), carry
+
+    def policy_logits(self, params: Any, carry: Any, timestep: TimeStep) -> tuple[jax.Array, Any]:
+        """The acting policy's logits [A] at `timestep` (explore head in the first k episodes,
+        exploit head after) and the next carry."""
+        n, S, L = self.episodes, self.tokens_per_episode, self.cache_length
+        k = jnp.int32(self.k) if self.k is not None else jnp.asarray(params["k"], jnp.int32)
+        cache_slot, cache_position = (jnp.asarray(a) for a in _cache_layout(n, S))
+        ep, s = timestep.episode_index, timestep.step_index
+        if self.always_exploit:
+            context_episode, context, use_explore = jnp.bool_(True), ep, jnp.bool_(False)
+            previous_in_context = jnp.bool_(True)
+        else:
+            context_episode = ep < k
+            context, use_explore = jnp.minimum(ep, k), context_episode
+            previous_in_context = ep - 1 < k
+        slot = jnp.where(context_episode, ep, n)
+
+        # The closing token of the episode that just ended, (a_T, o_T, r_T), joins the context if
+        # that episode was a context episode; otherwise it goes to the trash cell.
+        closing = timestep.done & ~timestep.first & previous_in_context
+        closing_position = carry["last_step"] + 1
+        closing_index = jnp.where(closing, (ep - 1) * S + closing_position, L - 1)
+        current_index = slot * S + s
+        started = s > 0
+        tokens = Tokens(
+            obs=jnp.stack([timestep.outcome_obs, timestep.obs]).astype(jnp.float32),
+            action=jnp.stack([timestep.prev_action, jnp.where(started, timestep.prev_action, -1)]).astype(jnp.int32),
+            reward=jnp.stack([timestep.prev_reward, jnp.where(started, timestep.prev_reward, 0.0)]).astype(jnp.float32),
+            position=jnp.stack([closing_position, s]).astype(jnp.int32),
+            episode=jnp.stack([ep - 1, context]).astype(jnp.int32),
+        )
+        write_index = jnp.stack([closing_index, current_index])
+        valid = carry["valid"].at[closing_index].set(closing).at[current_index].set(True)
+        mask = episode_mask(
+            jnp.stack([ep - 1, slot]), tokens.position, jnp.stack([ep - 1, context]), cache_slot, cache_position, valid
+        )
+        explore_logits, exploit_logits, cache = step(self.network, params["network"], carry["cache"], tokens, write_index, mask)
+        logits = jnp.where(use_explore, explore_logits[1], exploit_logits[1])
+        return logits, {"cache": cache, "valid": valid, "last_step": s.astype(jnp.int32)}
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class FirstExplore(Algorithm):
+    """First-Explore. `FirstExplore(env, episodes, FirstExploreConfig(...))` or
+    `make("first-explore", env, n, ...)`."""
+
+    name = "first-explore"
+    Config = FirstExploreConfig
+
+    env: Environment
+    episodes: int
+    config: FirstExploreConfig = FirstExploreConfig()
+
+    def __post_init__(self):
+        check_int("first-explore", "episodes", self.episodes, low=1)
+        if not isinstance(self.config, FirstExploreConfig):
+            raise ConfigError(f"first-explore: config must be a FirstExploreConfig, got {type(self.config).__name__}")
+
+    # --- derived sizes ------------------------------------------------------------------------
+    @property
+    def steps_per_episode(self) -> int:
+        return self.env.max_steps_in_episode
+
+    @property
+    def tokens_per_episode(self) -> int:
+        return self.steps_per_episode + 1
+
+    @property
+    def steps_per_update(self) -> int:
+        pairs = 1 if self.config.always_exploit else 2
+        return self.config.batch_tasks * self.episodes * pairs * self.steps_per_episode
+
+    @property
+    def network(self) -> CausalTransformer:
+        return self.agent().network
+
+    def optimizer(self) -> optax.GradientTransformation:
+        c = self.config
+        warmup = c.warmup_updates
+        schedule = optax.join_schedules(
+            [
+                optax.linear_schedule(0.0, c.lr, max(warmup, 1)),
+                optax.linear_schedule(c.lr, 0.0, max(c.total_updates - warmup, 1)),
+            ],
+            [warmup],
+        )
+        adamw = optax.adamw(schedule, weight_decay=c.weight_decay)
+        return optax.chain(optax.clip(c.grad_clip), adamw) if c.grad_clip > 0 else adamw
+
+    # --- the interface ------------------------------------------------------------------------
+    def agent(self, k: int | None = None) -> FirstExploreAgent:
+        """The test-time agent; k None: read k from `agent_params` (chosen on training tasks)."""
+        c = self.config
+        return FirstExploreAgent(
+            env=self.env,
+            episodes=self.episodes,
+            k=k,
+            hidden=c.hidden,
+            heads=c.heads,
+            layers=c.layers,
+            always_exploit=c.always_exploit,
+            greedy=c.greedy,
+        )
+
+    def agent_params(self, train_state: FirstExploreTrainState) -> Any:
+        """{"network": params, "k": k chosen on `choose_k_tasks` training tasks}."""
+        return {"network": train_state.params, "k": self._chosen_k(train_state.params, train_state.key)}
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _chosen_k(self, params: Any, key: jax.Array) -> jax.Array:
+        if self.config.always_exploit:
+            return jnp.int32(0)
+        key = jax.random.fold_in(jnp.asarray(key, jnp.uint32), _CHOOSE_K_STREAM)
+        key_tasks, key_rollout = jax.random.split(key)
+        tasks = self.env.sample_tasks(key_tasks, self.config.choose_k_tasks)
+        return jnp.argmax(self._k_estimates(params, tasks, key_rollout)).astype(jnp.int32)
+
+    def init(self, key: jax.Array) -> FirstExploreTrainState:
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(key)
+        key, key_params = jax.random.split(key)
+        params = init_params(self.network, key_params, self.env.obs_shape)
+        return FirstExploreTrainState(params, params, self.optimizer().init(params), key, jnp.int32(0))
+
+    # --- rollouts -----------------------------------------------------------------------------
+    def _episode(self, params, cache, valid, task, key, slot, context, use_explore: bool, commit: bool, temperature, greedy=False):
+        """One episode of one task, written into `slot` of the cache. Returns (cache, valid,
+        record) with record: tokens [S], token_valid [S], action [T], sample_logits [T, A],
+        acted [T], reward [T]. A committed episode's closing token is written too."""
+        net, T, S = self.network, self.steps_per_episode, self.tokens_per_episode
+        L = cache.length
+        cache_slot, cache_position = (jnp.asarray(a) for a in _cache_layout(self.episodes, S))
+        slot, context = jnp.asarray(slot, jnp.int32), jnp.asarray(context, jnp.int32)
+        key_reset, key_steps = jax.random.split(key)
+        obs, env_state = self.env.reset(key_reset, task)
+        token = Tokens(obs.astype(jnp.float32), jnp.int32(-1), jnp.float32(0.0), jnp.int32(0), jnp.asarray(context, jnp.int32))
+
+        def body(loop, xs):
+            cache, valid, env_state, token, alive, just_done = loop
+            t, key_t = xs
+            key_act, key_env = jax.random.split(key_t)
+            live = alive | just_done  # this token exists (the episode had not ended before it)
+            index = jnp.where(live, slot * S + t, L - 1)
+            valid = valid.at[index].set(live)
+            mask = episode_mask(slot[None], t[None], jnp.asarray(context)[None], cache_slot, cache_position, valid)
+            explore_logits, exploit_logits, cache = step(net, params, cache, _one(token), index[None], mask)
+            logits = (explore_logits if use_explore else exploit_logits)[0]
+            sample_logits = logits * temperature
+            action = jnp.argmax(logits) if greedy else jax.random.categorical(key_act, sample_logits)
+            action = action.astype(jnp.int32)
+            obs, env_state, reward, done, _ = self.env.step(key_env, env_state, action, task)
+            done = jnp.asarray(done, bool) | (t >= T - 1)
+            reward = jnp.where(alive, jnp.asarray(reward, jnp.float32), 0.0)
+            record = {"token": token, "token_valid": live, "action": action, "sample_logits": sample_logits, "acted": alive, "reward": reward}
+            next_token = Tokens(obs.astype(jnp.float32), action, reward, (t + 1).astype(jnp.int32), token.episode)
+            return (cache, valid, env_state, next_token, alive & ~done, alive & done), record
+
+        length = T + 1 if commit else T  # the extra iteration only writes the closing token
+        init = (cache, valid, env_state, token, jnp.bool_(True), jnp.bool_(False))
+        (cache, valid, *_), rec = jax.lax.scan(body, init, (jnp.arange(length, dtype=jnp.int32), jax.random.split(key_steps, length)))
+        record = {
+            "tokens": rec["token"],
+            "token_valid": rec["token_valid"],
+            "action": rec["action"][:T],
+            "sample_logits": rec["sample_logits"][:T],
+            "acted": rec["acted"][:T],
+            "reward": rec["reward"][:T],
+        }
+        if not commit:  # pad the token sequence to S with an invalid copy of the last token
+            record["tokens"] = jax.tree.map(lambda x: jnp.concatenate([x, x[-1:]]), record["tokens"])
+            record["token_valid"] = jnp.concatenate([record["token_valid"], jnp.zeros((1,), bool)])
+        return cache, valid, record
+
+    def rollout_task(self, params: Any, task: Any, key: jax.Array, temperature: jax.Array, exploit_first: bool = False, greedy: bool = False):
+        """One task's rollout. Returns {"explore": records [n, ...], "exploit": records [n, ...]}
+        (no "exploit" for always-exploit, whose context episodes are under "explore"). The
+        exploit episode i has explore episodes 0..i in its context, or 0..i-1 when
+        `exploit_first` (what `choose_k` needs: contexts 0..n-1)."""
+        n, S = self.episodes, self.tokens_per_episode
+        L = (n + 1) * S + 1
+        cache = self.network.empty_cache(L)
+        valid = jnp.zeros((L,), bool)
+        scratch = jnp.int32(n)
+
+        def body(loop, xs):
+            cache, valid = loop
+            i, key_i = xs
+            key_explore, key_exploit = jax.random.split(key_i)
+            if self.config.always_exploit:
+                cache, valid, rec = self._episode(params, cache, valid, task, key_explore, i, i, False, True, temperature, greedy)
+                return (cache, valid), {"explore": rec}
+            if exploit_first:
+                cache, valid, exploit = self._episode(params, cache, valid, task, key_exploit, scratch, i, False, False, temperature, greedy)
+            cache, valid, explore = self._episode(params, cache, valid, task, key_explore, i, i, True, True, temperature, greedy)
+            if not exploit_first:
+                cache, valid, exploit = self._episode(params, cache, valid, task, key_exploit, scratch, i + 1, False, False, temperature, greedy)
+            return (cache, valid), {"explore": explore, "exploit": exploit}
+
+        _, records = jax.lax.scan(body, (cache, valid), (jnp.arange(n, dtype=jnp.int32), jax.random.split(key, n)))
+        return records
+
+    def _k_estimates(self, params: Any, tasks: Any, key: jax.Array) -> jax.Array:
+        """[n + 1] mean cumulative reward over the n episodes of exploring k then exploiting."""
+        num = jax.tree.leaves(tasks)[0].shape[0]
+        rollout = jax.vmap(lambda task, k: self.rollout_task(params, task, k, jnp.float32(1.0), True, self.config.greedy))
+        records = rollout(tasks, jax.random.split(key, num))
+        explore = records["explore"]["reward"].sum(-1)  # [tasks, n]
+        exploit = records["exploit"]["reward"].sum(-1)
+        return jnp.mean(cumulative_reward_by_k(explore, exploit), axis=0)
+
+    # --- training -----------------------------------------------------------------------------
+    def _task_loss(self, params: Any, records: Any):
+        """Self-imitation loss of one task's rollout -> (loss, stats)."""
+        c, net = self.config, self.network
+        n, S, T = self.episodes, self.tokens_per_episode, self.steps_per_episode
+        groups = ["explore"] if c.always_exploit else ["explore", "exploit"]
+        slots = len(groups) * n
+        tokens = jax.tree.map(lambda *xs: jnp.concatenate(xs).reshape((slots * S,) + xs[0].shape[2:]), *[records[g]["tokens"] for g in groups])
+        token_valid = jnp.concatenate([records[g]["token_valid"] for g in groups]).reshape(-1)
+        # Training layout: context slots 0..n-1, then exploit slots n..2n-1 (exploit i reads the
+        # first i + 1 context slots); same semantics as the rollout's scratch slot.
+        slot_context = np.arange(n) if c.always_exploit else np.concatenate([np.arange(n), np.arange(1, n + 1)])
+        slot = jnp.asarray(np.repeat(np.arange(slots), S))
+        position = jnp.asarray(np.tile(np.arange(S), slots))
+        context = jnp.asarray(np.repeat(slot_context, S))
+        mask = episode_mask(slot, position, context, slot, position, token_valid)
+        explore_logits, exploit_logits = forward(net, params, tokens, mask)
+
+        def episode_ce(logits, rec):
+            logits = logits.reshape(n, S, -1)[:, :T]
+            ce = optax.softmax_cross_entropy_with_integer_labels(jax.lax.stop_gradient(rec["sample_logits"]) + logits, rec["action"])
+            return jnp.sum(ce * rec["acted"], axis=-1)  # [n]
+
+        returns = {g: records[g]["reward"].sum(-1) for g in groups}
+        if c.always_exploit:
+            w = always_exploit_weights(returns["explore"], c.initial_best, c.weighted)
+            ce = episode_ce(exploit_logits, records["explore"])
+            loss = jnp.sum(w * ce) / n
+            return loss, {"exploit_loss": loss, "exploit_weight": jnp.mean(w), "exploit_return": jnp.mean(returns["explore"])}
+        explore_w, exploit_w = self_imitation_weights(returns["explore"], returns["exploit"], c.initial_best, c.weighted)
+        explore_ce = episode_ce(explore_logits[: n * S], records["explore"])
+        exploit_ce = episode_ce(exploit_logits[n * S :], records["exploit"])
+        explore_loss = jnp.sum(explore_w * explore_ce) / n
+        exploit_loss = jnp.sum(exploit_w * exploit_ce) / n
+        stats = {
+            "explore_loss": explore_loss,
+            "exploit_loss": exploit_loss,
+            "explore_weight": jnp.mean(explore_w),
+            "exploit_weight": jnp.mean(exploit_w),
+            "explore_return": jnp.mean(returns["explore"]),
+            "exploit_return": jnp.mean(returns["exploit"]),
+            "final_exploit_return": returns["exploit"][-1],
+        }
+        return explore_loss + exploit_loss, stats
+
+    def _loss(self, params: Any, records: Any):
+        losses, stats = jax.vmap(self._task_loss, in_axes=(None, 0))(params, records)
+        return jnp.mean(losses), jax.tree.map(jnp.mean, stats)
+
+    def update(self, train_state: FirstExploreTrainState) -> tuple[FirstExploreTrainState, dict[str, jax.Array]]:
+        c = self.config
+        key, key_tasks, key_rollout = jax.random.split(train_state.key, 3)
+        temperature = jnp.where(train_state.update_step >= c.refresh_every, c.rollout_temperature, 0.0).astype(jnp.float32)
+        tasks = self.env.sample_tasks(key_tasks, c.batch_tasks)
+        rollout = jax.vmap(lambda task, k: self.rollout_task(train_state.rollout_params, task, k, temperature))
+        records = rollout(tasks, jax.random.split(key_rollout, c.batch_tasks))
+        (loss, stats), grads = jax.value_and_grad(self._loss, has_aux=True)(train_state.params, records)
+        optimizer = self.optimizer()
+        updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
+        params = optax.apply_updates(train_state.params, updates)
+        update_step = train_state.update_step + 1
+        refresh = update_step % c.refresh_every == 0
+        rollout_params = jax.tree.map(lambda new, old: jnp.where(refresh, new, old), params, train_state.rollout_params)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "rollout_temperature": temperature, **stats}
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        return FirstExploreTrainState(params, rollout_params, opt_state, key, update_step), metrics
+
+
+def choose_k(algo: FirstExplore, train_state: FirstExploreTrainState, tasks: Any, key: jax.Array) -> int:
+    """The number of explore episodes k in [0, n] maximising the expected cumulative reward over
+    the n episodes, estimated on `tasks` (TRAINING tasks, stacked on axis 0; never the evaluation
+    tasks). One rollout per task gives every k at once: exploit episode i has the first i explore
+    episodes as its context, so k scores sum(explore returns[:k]) + (n - k) * exploit return[k]."""
+    if algo.config.always_exploit:
+        return 0
+    estimates = jax.jit(algo._k_estimates)(train_state.params, tasks, key)
+    return int(jnp.argmax(estimates))
+
+
+def k_estimates(algo: FirstExplore, train_state: FirstExploreTrainState, tasks: Any, key: jax.Array) -> np.ndarray:
+    """[n + 1] estimated mean cumulative reward of each k (what `choose_k` maximises)."""
+    return np.asarray(jax.jit(algo._k_estimates)(train_state.params, tasks, key))
