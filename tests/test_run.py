@@ -280,15 +280,15 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_evaluate_run_writes_table_and_plot(tmp_path):
     out = str(tmp_path / "run")
     train(make_algo(), seeds=2, total_steps=15 * SPU, out_dir=out, eval_every=0, **QUIET)
-    summary = evaluate_run(out, tasks=200, baselines=["random"])
+    summary = evaluate_run(out, tasks=300, baselines=["random"])
     for name in ("final.json", "final.md", "final.png"):
         assert os.path.getsize(os.path.join(out, "eval", name)) > 0
-    assert summary["header"]["tasks"] == 200 and summary["header"]["updates"] == 15
+    assert summary["header"]["tasks"] == 300 and summary["header"]["updates"] == 15
     assert [a["name"] for a in summary["agents"]] == ["optimism-test", "random"]
     md = open(os.path.join(out, "eval", "final.md")).read()
     assert "optimism-test (trained, 2 seeds)" in md and "random" in md
     # custom paths, and the same tasks give the same numbers
-    again = evaluate_run(out, tasks=200, baselines=[], json_path=str(tmp_path / "e.json"), plot_path=str(tmp_path / "e.png"))
+    again = evaluate_run(out, tasks=300, baselines=[], json_path=str(tmp_path / "e.json"), plot_path=str(tmp_path / "e.png"))
     assert os.path.exists(tmp_path / "e.json") and os.path.exists(tmp_path / "e.md") and os.path.exists(tmp_path / "e.png")
     assert again["agents"][0]["mean_total_return"] == summary["agents"][0]["mean_total_return"]
     with pytest.raises(CheckpointError, match="no run folder"):
@@ -353,6 +353,6 @@ def test_rl2_end_to_end_resume_and_evaluate(tmp_path):
         np.testing.assert_array_equal(a, b)
     lines = folder.read_jsonl(os.path.join(part, "metrics.jsonl"))
     assert lines[-1]["updates"] == 4 and {"policy_loss", "value_loss", "trial_return"} <= set(lines[-1]["metrics"])
-    summary = evaluate_run(part, tasks=50, baselines=["random"])
+    summary = evaluate_run(part, tasks=300, baselines=["random"])
     assert [a["name"] for a in summary["agents"]] == ["rl2", "random"]
     assert 0.0 <= summary["agents"][0]["mean_total_return"] <= 5.0
