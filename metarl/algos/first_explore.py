@@ -505,7 +505,7 @@ class FirstExplore(Algorithm):
         update_step = train_state.update_step + 1
         refresh = update_step % c.refresh_every == 0
         rollout_params = jax.tree.map(lambda new, old: jnp.where(refresh, new, old), params, train_state.rollout_params)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "rollout_temperature": temperature, **stats}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "rollout_temperature": temperature, **stats}
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         return FirstExploreTrainState(params, rollout_params, opt_state, key, update_step), metrics
 
@@ -517,10 +517,14 @@ def choose_k(algo: FirstExplore, train_state: FirstExploreTrainState, tasks: Any
     episodes as its context, so k scores sum(explore returns[:k]) + (n - k) * exploit return[k]."""
     if algo.config.always_exploit:
         return 0
-    estimates = jax.jit(algo._k_estimates)(train_state.params, tasks, key)
-    return int(jnp.argmax(estimates))
+    return int(np.argmax(k_estimates(algo, train_state, tasks, key)))
 
 
 def k_estimates(algo: FirstExplore, train_state: FirstExploreTrainState, tasks: Any, key: jax.Array) -> np.ndarray:
     """[n + 1] estimated mean cumulative reward of each k (what `choose_k` maximises)."""
-    return np.asarray(jax.jit(algo._k_estimates)(train_state.params, tasks, key))
+    return np.asarray(_k_estimates_jit(algo, train_state.params, tasks, key))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _k_estimates_jit(algo: FirstExplore, params: Any, tasks: Any, key: jax.Array) -> jax.Array:
+    return algo._k_estimates(params, tasks, key)
