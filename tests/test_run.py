@@ -136,6 +136,27 @@ SPU = 64 * EPISODES  # env steps per update of the default config
 QUIET = dict(quiet=True, tensorboard=True)
 
 
+def read_scalars(run_dir):
+    """{tag: [(step, value)]} from the TensorBoard event files (TFRecord framing, Event protos)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for name in sorted(os.listdir(run_dir)):
+        if not name.startswith("events.out.tfevents"):
+            continue
+        data = open(os.path.join(run_dir, name), "rb").read()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
+
+
 def leaves(state):
     return [np.asarray(x) for x in jax.tree.leaves(state)]
 
@@ -171,6 +192,11 @@ def test_run_folder_metrics_eval_and_learning(tmp_path):
     # it learns: beta grows, training return rises above random's 5.0
     assert lines[-1]["metrics"]["beta"] > 4.0
     assert lines[-1]["metrics"]["trial_return"] > 5.6
+
+    scalars = read_scalars(out)
+    assert [step for step, _ in scalars["train/beta"]] == [r["env_steps"] for r in lines]
+    assert scalars["train/beta"][-1][1] == pytest.approx(lines[-1]["metrics"]["beta"], rel=1e-6)
+    assert len(scalars["seed1/trial_return"]) == len(lines) and len(scalars["eval/mean_total_return"]) == 2
 
     ckpts = list_checkpoints(os.path.join(out, "checkpoints"))
     assert [os.path.basename(p) for p in ckpts][-1] == "update_000000040.ckpt"

@@ -327,21 +327,25 @@ def train(
     if state is None:
         state = init_states(algo, keys)
 
+    bar = _Progress(progress, total_updates * spu, start_updates * spu, quiet)
+    if resume:
+        bar.log(f"resuming {out_dir} at update {start_updates:,} ({start_updates * spu:,} env steps)")
     names, check_keys = metric_names(algo, state_shape)
+    ret_key = next((k for k in names if "return" in k), None)
     t0 = time.perf_counter()
-    compiled = run_chunk.lower(algo, state, jnp.int32(1)).compile()  # cached per algorithm and shapes
+    try:
+        compiled = run_chunk.lower(algo, state, jnp.int32(1)).compile()  # cached per algorithm and shapes
+    except BaseException:
+        bar.close()
+        raise
     compile_seconds = time.perf_counter() - t0
-
     writer = None
     if tensorboard:
         from tensorboardX import SummaryWriter
 
         purge = start_updates * spu if resume and start_updates > 0 else None
         writer = SummaryWriter(logdir=out_dir, purge_step=purge, flush_secs=10)
-    ret_key = next((k for k in names if "return" in k), None)
-    bar = _Progress(progress, total_updates * spu, start_updates * spu, quiet)
-    if resume:
-        bar.log(f"resuming {out_dir} at update {start_updates:,} ({start_updates * spu:,} env steps)")
+    bar.log(f"compiled {seeds} x {algo.name} update in {compile_seconds:.1f} s; {spu:,} env steps per update and seed")
 
     done = start_updates
     times = {"train": 0.0, "host": 0.0, "eval": 0.0, "checkpoint": 0.0}
