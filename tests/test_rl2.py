@@ -85,6 +85,35 @@ def test_step_and_sequence_agree(options):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), carry_step, carry_seq)
 
 
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_gru_hand_written_backward_matches_autodiff(layer_norm):
+    from metarl.nets.recurrent import _gru_forward, gru_recurrence
+
+    T, N, B, H = 5, 2, 3, 4
+    k = jax.random.split(jax.random.key(0), 6)
+    w_h = 0.5 * jax.random.normal(k[0], (N, H, 3 * H))
+    scale = 1 + 0.1 * jax.random.normal(k[1], (N, 1, 3, H))
+    bias = 0.1 * jax.random.normal(k[2], (N, 1, 3, H))
+    xp = jax.random.normal(k[3], (T, N, B, 3, H))
+    h0 = jax.random.normal(k[4], (N, B, H))
+    reset = jnp.zeros((T, B), bool).at[2, 1].set(True)
+    weights = jax.random.normal(k[5], (T, N, B, H))
+
+    def loss(fn):
+        def f(*args):
+            h_last, hs = fn(layer_norm, *args, reset)
+            return jnp.sum(hs * weights) + jnp.sum(h_last) ** 2
+        return f
+
+    autodiff = lambda *a: _gru_forward(*a)[0]  # noqa: E731
+    args = (w_h, scale, bias, xp, h0)
+    ours = jax.grad(loss(gru_recurrence), argnums=(0, 1, 2, 3, 4))(*args)
+    ref = jax.grad(loss(autodiff), argnums=(0, 1, 2, 3, 4))(*args)
+    for name, a, b in zip(("w_h", "scale", "bias", "xp", "h0"), ours, ref):
+        if layer_norm or name not in ("scale", "bias"):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 @pytest.mark.parametrize(
     "field, value",
     [("core", "rnn"), ("hidden", 0), ("gamma", 1.5), ("gae_lambda", -0.1), ("lr", 0.0), ("epochs", 0),
@@ -113,13 +142,14 @@ def test_reference_sizes():
     assert (mdp.trials_per_update, mdp.num_minibatches) == (2_400, 40)
     c = PRESETS["reference"]
     assert (c.core, c.hidden, c.layer_norm, c.shared) == ("gru", 256, True, False)
-    assert (c.clip_eps, c.ent_coef, c.gamma, c.gae_lambda, c.epochs, c.lr, c.weight_decay) == (
-        0.1, 0.01, 0.99, 0.3, 8, 2e-4, 0.01)
+    assert (c.clip_eps, c.ent_coef, c.gamma, c.gae_lambda, c.epochs, c.lr, c.weight_decay, c.adam_eps) == (
+        0.1, 0.01, 0.99, 0.3, 8, 2e-4, 0.01, 1e-5)
+    assert not c.normalize_advantages
 
 
 EPISODES = 10
 #: Small enough to compile and train in seconds; shared (one compiled `update`) by the tests below.
-SMALL = dict(hidden=32, trials_per_update=256, minibatches=2, epochs=4, lr=3e-3, gae_lambda=0.9)
+SMALL = dict(hidden=32, trials_per_update=256, minibatches=2, epochs=4, lr=3e-3, gae_lambda=0.9, normalize_advantages=True)
 
 
 @pytest.fixture(scope="module")

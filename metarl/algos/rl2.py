@@ -12,7 +12,15 @@ jittable, vmappable (over seeds) function.
 
 Defaults reproduce the PyTorch re-implementation's run (docs: rl2_tables.md): GRU 256 with
 LayerNorm, separate policy and value networks, clip 0.1, entropy 0.01, gamma 0.99, GAE lambda 0.3,
-8 epochs, AdamW lr 2e-4 weight decay 0.01, minibatches of 60 trials, 240,000 steps per update.
+8 epochs, AdamW lr 2e-4 (eps 1e-5) weight decay 0.01 on weight matrices only, no advantage
+standardisation, minibatches of 60 trials, 240,000 steps per update.
+
+Known differences from that code: its GRU layer-normalises the reset and update gates' projections
+jointly (2H units) and uses a ReLU candidate; ours normalises each gate separately and uses tanh
+(the standard GRU), with the same +1 "remember" bias on the update gate at initialisation. It ran 8
+MPI processes that each collected 1/8 of the 240,000 steps and averaged gradients, so each of its
+optimiser steps saw 8 process-minibatches of 60 trials; ours sees one minibatch of
+`minibatch_trials` (raise it to 480 for the same effective minibatch).
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ class RL2Config:
     epochs: int = 8  #: PPO passes over each update's data
     lr: float = 2e-4  #: AdamW learning rate
     weight_decay: float = 0.01  #: AdamW decoupled weight decay
-    adam_eps: float = 1e-8  #: AdamW epsilon
+    adam_eps: float = 1e-5  #: AdamW epsilon
     max_grad_norm: float = 0.0  #: clip gradients to this global norm (0: no clipping)
     gamma: float = 0.99  #: discount over the whole trial
     gae_lambda: float = 0.3  #: GAE lambda
@@ -61,7 +69,7 @@ class RL2Config:
     value_clip_eps: float = 0.0  #: PPO value clip range (0: unclipped value loss)
     ent_coef: float = 0.01  #: entropy bonus coefficient
     vf_coef: float = 1.0  #: value loss coefficient
-    normalize_advantages: bool = True  #: standardise advantages within each minibatch
+    normalize_advantages: bool = False  #: standardise advantages within each minibatch
 
     def __post_init__(self):
         o = "rl2"
@@ -201,7 +209,11 @@ class RL2(Algorithm):
 
     def optimizer(self) -> optax.GradientTransformation:
         c = self.config
-        adamw = optax.adamw(c.lr, eps=c.adam_eps, weight_decay=c.weight_decay)
+        # Like the reference, decay weight matrices only (not biases, LayerNorm gains and shifts).
+        decay_mask = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731
+            lambda path, _: getattr(path[-1], "key", None) in ("w_x", "w_h", "kernel"), params
+        )
+        adamw = optax.adamw(c.lr, eps=c.adam_eps, weight_decay=c.weight_decay, mask=decay_mask)
         return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), adamw) if c.max_grad_norm > 0 else adamw
 
     # --- the interface ------------------------------------------------------------------------

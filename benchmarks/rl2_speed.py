@@ -1,0 +1,167 @@
+"""RL² training throughput in the reference setting (GRU 256 + LayerNorm, separate policy and value
+networks, Bernoulli bandit k=5, trials of 100 pulls, 240,000 steps per update, 8 epochs,
+minibatches of 60 trials) on this machine's CPU.
+
+    python benchmarks/rl2_speed.py [--updates 2] [--steps-per-update 240000] [--out benchmarks/results]
+
+Reports environment steps per second *including learning* (one `update` = rollout + GAE + 8
+epochs of PPO), the time split between the rollout and the learning, an estimate of the
+arithmetic rate (GFLOP/s, counting the recurrent and input matmuls: forward 2*(F+H)*G*H per core
+and step, backward twice that) and the machine's load average, since other processes may share
+the CPU. Writes rl2_speed.json and rl2_speed.md to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+
+import metarl
+from metarl.algos.rl2 import RL2, RL2Config
+
+#: The PyTorch re-implementation's training throughput at this size (steps/s), and the bar.
+REFERENCE_STEPS_PER_S = 1_100
+TARGET_STEPS_PER_S = 4 * REFERENCE_STEPS_PER_S
+
+
+def flops_per_env_step(algo: RL2) -> dict[str, float]:
+    """Matmul FLOPs per environment step: rollout (forward) and learning (epochs x fwd+bwd)."""
+    c = algo.config
+    net = algo.network
+    gates = 3 if c.core == "gru" else 4
+    features = int(jnp.prod(jnp.array(algo.env.obs_shape))) + algo.env.num_actions + 2 + int(c.episode_index_input)
+    core_fwd = 2 * (features + c.hidden) * gates * c.hidden * net.num_cores
+    heads_fwd = 2 * c.hidden * (algo.env.num_actions + 1)
+    fwd = core_fwd + heads_fwd
+    return {"rollout": fwd, "learning": 3 * fwd * c.epochs}
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--updates", type=int, default=2, help="timed updates (after one warm-up)")
+    parser.add_argument("--steps-per-update", type=int, default=240_000)
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--arms", type=int, default=5)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+
+    env = metarl.make("bandit", arms=args.arms)
+    config = RL2Config(steps_per_update=args.steps_per_update)
+    algo = RL2(env, args.episodes, config)
+    print(f"RL² {config.core.upper()} {config.hidden}, {algo.trials_per_update} trials x {algo.trial_steps} steps "
+          f"= {algo.steps_per_update} steps/update, {algo.num_minibatches} minibatches x {algo.minibatch_size} trials, "
+          f"{config.epochs} epochs", flush=True)
+    load_before = os.getloadavg()
+
+    ts = algo.init(jax.random.key(0))
+    update = jax.jit(algo.update, donate_argnums=0)
+    t0 = time.perf_counter()
+    compiled = update.lower(ts).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ts, metrics = compiled(ts)
+    jax.block_until_ready(metrics)
+    warmup_s = time.perf_counter() - t0
+
+    rollout = jax.jit(algo.rollout)
+    jax.block_until_ready(rollout(ts.params, ts.key))
+    t0 = time.perf_counter()
+    jax.block_until_ready(rollout(ts.params, ts.key))
+    rollout_s = time.perf_counter() - t0
+
+    times, cpu_times = [], []
+    for _ in range(args.updates):
+        t0, c0 = time.perf_counter(), time.process_time()
+        ts, metrics = compiled(ts)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
+    load_after = os.getloadavg()
+    update_s = min(times)
+    steps_per_s = algo.steps_per_update / update_s
+    flops = flops_per_env_step(algo)
+    total_flops = (flops["rollout"] + flops["learning"]) * algo.steps_per_update
+    result = {
+        "setting": {
+            "env": env.describe(), "episodes": args.episodes, "core": config.core, "hidden": config.hidden,
+            "shared": config.shared, "layer_norm": config.layer_norm, "steps_per_update": algo.steps_per_update,
+            "trials_per_update": algo.trials_per_update, "minibatch_trials": algo.minibatch_size,
+            "minibatches": algo.num_minibatches, "epochs": config.epochs,
+        },
+        "steps_per_s": steps_per_s,
+        "update_s": update_s,
+        "update_s_all": times,
+        "update_cpu_s": min(cpu_times),
+        "cores_used": min(cpu_times) / update_s,
+        "rollout_s": rollout_s,
+        "learning_s": update_s - rollout_s,
+        "compile_s": compile_s,
+        "first_update_s": warmup_s,
+        "gflop_per_update": total_flops / 1e9,
+        "gflop_per_s": total_flops / update_s / 1e9,
+        "learning_gflop_per_s": flops["learning"] * algo.steps_per_update / max(update_s - rollout_s, 1e-9) / 1e9,
+        "reference_steps_per_s": REFERENCE_STEPS_PER_S,
+        "speedup_vs_reference": steps_per_s / REFERENCE_STEPS_PER_S,
+        "target_steps_per_s": TARGET_STEPS_PER_S,
+        "meets_target": steps_per_s >= TARGET_STEPS_PER_S,
+        "machine": {
+            "cpu": cpu_name(), "cpus": os.cpu_count(), "jax": jax.__version__,
+            "loadavg_before": load_before, "loadavg_after": load_after,
+        },
+        "trial_return": float(metrics["trial_return"]),
+    }
+    print(json.dumps(result, indent=1))
+    if args.no_write:
+        return
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "rl2_speed.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    s = result["setting"]
+    md = f"""# RL² training speed (CPU)
+
+Setting: {s['env']}, trials of {s['episodes']} pulls, {s['core'].upper()} {s['hidden']} + LayerNorm,
+{'shared' if s['shared'] else 'separate'} policy and value networks, {s['steps_per_update']:,} steps per update
+({s['trials_per_update']} trials), {s['epochs']} epochs x {s['minibatches']} minibatches of {s['minibatch_trials']} trials.
+Machine: {result['machine']['cpu']}, {result['machine']['cpus']} CPUs, jax {jax.__version__};
+load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (other processes shared the CPU when > ~1).
+
+| measure | value |
+|---|---|
+| env steps/s including learning | **{steps_per_s:,.0f}** |
+| PyTorch reference (steps/s) | {REFERENCE_STEPS_PER_S:,} |
+| speed-up vs reference | {result['speedup_vs_reference']:.1f}x (target 4x = {TARGET_STEPS_PER_S:,} steps/s: {'met' if result['meets_target'] else 'NOT met'}) |
+| one update (s) | {update_s:.1f} (all: {', '.join(f'{t:.1f}' for t in times)}) |
+| CPU time of one update (s, all threads) | {min(cpu_times):.1f} (cores busy on average: {min(cpu_times) / update_s:.2f}) |
+| of which rollout (s) | {rollout_s:.1f} |
+| of which GAE + PPO epochs (s) | {update_s - rollout_s:.1f} |
+| matmul GFLOP per update (estimate) | {result['gflop_per_update']:.0f} |
+| GFLOP/s overall (estimate) | {result['gflop_per_s']:.1f} |
+| GFLOP/s in learning (estimate) | {result['learning_gflop_per_s']:.1f} |
+| compile (s) | {compile_s:.1f} |
+
+Regenerate: `python benchmarks/rl2_speed.py`.
+"""
+    with open(os.path.join(args.out, "rl2_speed.md"), "w") as f:
+        f.write(md)
+
+
+if __name__ == "__main__":
+    main()
