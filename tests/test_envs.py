@@ -119,7 +119,7 @@ def test_fixed_arm_bandit():
 @pytest.mark.parametrize(
     "name, options, message",
     [
-        ("bandt", {}, "unknown task family 'bandt'; valid names: bandit, fixed-arm-bandit, tabular-mdp"),
+        ("bandt", {}, "unknown task family 'bandt'; valid names: " + ", ".join(envs.names())),
         ("bandit", {"arms": 0}, "bandit: arms must be >= 1, got 0"),
         ("bandit", {"arms": "5"}, "bandit: arms must be an integer"),
         ("bandit", {"arms": 2.5}, "bandit: arms must be an integer"),
