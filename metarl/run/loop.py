@@ -142,6 +142,7 @@ class _Progress:
         if enabled is None:
             enabled = sys.stderr.isatty()
         if enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.bar = Progress(
@@ -152,6 +153,7 @@ class _Progress:
                 TextColumn("{task.fields[ret]}"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
+                console=Console(stderr=True),  # stdout stays for results (tables)
                 transient=False,
             )
             self.task = self.bar.add_task("train", total=total, completed=done, sps="", ret="")
