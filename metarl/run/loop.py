@@ -353,7 +353,7 @@ def train(
     times = {"train": 0.0, "host": 0.0, "eval": 0.0, "checkpoint": 0.0}
     last_ckpt_time = time.monotonic()
     last_ckpt_updates = start_updates
-    per_update_seconds = None
+    per_update_seconds, last_n = None, 1
     baseline_cache: dict[str, Any] = {}
     last_means: dict[str, float] = {}
     chunks = 0
@@ -375,8 +375,8 @@ def train(
                     n = chunk_updates
                 elif per_update_seconds is None:
                     n = 1  # the first chunk measures speed
-                else:
-                    n = int(max(1, min(max_chunk_updates, chunk_seconds / per_update_seconds)))
+                else:  # grow at most 8x per chunk, in case the first timings were not representative
+                    n = int(max(1, min(max_chunk_updates, 8 * last_n, chunk_seconds / per_update_seconds)))
                 stops = [total_updates, _boundary(done, eval_every_updates), _boundary(done, ckpt_every_updates)]
                 n = max(1, min([n] + [b - done for b in stops if b is not None]))
 
@@ -385,7 +385,7 @@ def train(
                 sums, first_bad = jax.device_get((sums, first_bad))
                 chunk_time = time.perf_counter() - t
                 times["train"] += chunk_time
-                per_update_seconds = chunk_time / n
+                per_update_seconds, last_n = chunk_time / n, n
                 chunks += 1
                 t_host = time.perf_counter()
                 done += n
