@@ -26,7 +26,7 @@ optimiser steps saw 8 process-minibatches of 60 trials; ours sees one minibatch 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -97,10 +97,23 @@ class RL2Config:
 
 
 #: Named configurations. "reference": the PyTorch re-implementation's run. "fast": what trains
-#: quickest on a small CPU (bandit n=10, k=5: mean total return >= 6.5 in about 2 minutes).
+#: quickest on a small CPU: one shared GRU 128, 12,000 steps per update, 4 epochs of 100-trial
+#: minibatches, lr 3e-3, undiscounted, GAE lambda 0.9, standardised advantages. On bandit n=10,
+#: k=5 it passed a mean total return of 6.5 (1,000 test tasks) after 50 updates (600,000 steps,
+#: about 110 s of training including compilation on a 2-core CPU shared with other jobs).
 PRESETS: dict[str, RL2Config] = {
     "reference": RL2Config(),
-    "fast": RL2Config(hidden=64, steps_per_update=12_000, minibatch_trials=100, epochs=4, lr=1e-3, gae_lambda=0.9),
+    "fast": RL2Config(
+        hidden=128,
+        shared=True,
+        steps_per_update=12_000,
+        minibatch_trials=100,
+        epochs=4,
+        lr=3e-3,
+        gamma=1.0,
+        gae_lambda=0.9,
+        normalize_advantages=True,
+    ),
 }
 
 
@@ -156,6 +169,7 @@ class RL2(Algorithm):
 
     name = "rl2"
     Config = RL2Config
+    presets: ClassVar[dict[str, RL2Config]] = PRESETS  #: named configs ("reference", "fast")
 
     env: Environment
     episodes: int
