@@ -59,12 +59,15 @@ def main():
     parser.add_argument("--steps-per-update", type=int, default=240_000)
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--arms", type=int, default=5)
+    parser.add_argument("--minibatch-trials", type=int, default=60,
+                        help="60 = the reference's per-process minibatch; 480 = its effective (8 MPI processes) one")
+    parser.add_argument("--tag", default="", help="suffix of the output files")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
     env = metarl.make("bandit", arms=args.arms)
-    config = RL2Config(steps_per_update=args.steps_per_update)
+    config = RL2Config(steps_per_update=args.steps_per_update, minibatch_trials=args.minibatch_trials)
     algo = RL2(env, args.episodes, config)
     print(f"RL² {config.core.upper()} {config.hidden}, {algo.trials_per_update} trials x {algo.trial_steps} steps "
           f"= {algo.steps_per_update} steps/update, {algo.num_minibatches} minibatches x {algo.minibatch_size} trials, "
@@ -111,6 +114,7 @@ def main():
         "update_s_all": times,
         "update_cpu_s": min(cpu_times),
         "cores_used": min(cpu_times) / update_s,
+        "steps_per_cpu_s": algo.steps_per_update / min(cpu_times),
         "rollout_s": rollout_s,
         "learning_s": update_s - rollout_s,
         "compile_s": compile_s,
@@ -132,7 +136,7 @@ def main():
     if args.no_write:
         return
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "rl2_speed.json"), "w") as f:
+    with open(os.path.join(args.out, f"rl2_speed{args.tag}.json"), "w") as f:
         json.dump(result, f, indent=1)
     s = result["setting"]
     md = f"""# RL² training speed (CPU)
@@ -150,6 +154,7 @@ load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (other proce
 | speed-up vs reference | {result['speedup_vs_reference']:.1f}x (target 4x = {TARGET_STEPS_PER_S:,} steps/s: {'met' if result['meets_target'] else 'NOT met'}) |
 | one update (s) | {update_s:.1f} (all: {', '.join(f'{t:.1f}' for t in times)}) |
 | CPU time of one update (s, all threads) | {min(cpu_times):.1f} (cores busy on average: {min(cpu_times) / update_s:.2f}) |
+| env steps per CPU-second (load-independent) | {algo.steps_per_update / min(cpu_times):,.0f} |
 | of which rollout (s) | {rollout_s:.1f} |
 | of which GAE + PPO epochs (s) | {update_s - rollout_s:.1f} |
 | matmul GFLOP per update (estimate) | {result['gflop_per_update']:.0f} |
@@ -157,9 +162,9 @@ load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (other proce
 | GFLOP/s in learning (estimate) | {result['learning_gflop_per_s']:.1f} |
 | compile (s) | {compile_s:.1f} |
 
-Regenerate: `python benchmarks/rl2_speed.py`.
+Regenerate: `python benchmarks/rl2_speed.py --minibatch-trials {s['minibatch_trials']}{' --tag ' + args.tag if args.tag else ''}`.
 """
-    with open(os.path.join(args.out, "rl2_speed.md"), "w") as f:
+    with open(os.path.join(args.out, f"rl2_speed{args.tag}.md"), "w") as f:
         f.write(md)
 
 
