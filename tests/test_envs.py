@@ -226,3 +226,19 @@ def test_evaluate_rejects_mismatched_inputs():
     bad = bad.replace(means=(jnp.zeros((4, 2)), jnp.zeros((3, 2))))
     with pytest.raises(ConfigError, match="same leading"):
         evaluate(make_baseline("random", env, 10), None, env, bad, 10, KEY)
+
+
+@pytest.mark.parametrize("name, agent_name", [("bandit", "random"), ("tabular-mdp", "psrl"), ("tabular-mdp", "oracle")])
+def test_lockstep_evaluation_equals_per_trial_scan(name, agent_name):
+    """The evaluator's fast path (time loop outside the vmap) returns exactly what one scan per
+    trial returns, for a stateless, a re-planning and a privileged agent."""
+    from metarl.eval.evaluate import run_trial, run_trials_lockstep
+
+    env = metarl.make(name, **({"states": 3, "actions": 2, "horizon": 4} if name == "tabular-mdp" else {}))
+    agent = make_baseline(agent_name, env, 3)
+    tasks = env.sample_tasks(KEY, 8)
+    keys = jax.random.split(jax.random.PRNGKey(3), 8)
+    trial = metarl.Trial(env, 3)
+    lockstep = jax.jit(lambda t, k: run_trials_lockstep(agent, None, trial, t, k))(tasks, keys)
+    per_trial = jax.jit(jax.vmap(lambda t, k: run_trial(agent, t if agent.privileged else None, trial, t, k)))(tasks, keys)
+    np.testing.assert_allclose(lockstep, per_trial, rtol=1e-6, atol=1e-5)
