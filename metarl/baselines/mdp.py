@@ -184,12 +184,13 @@ def update_counts(counts: MDPCounts, s_tm1: jax.Array, a_tm1: jax.Array, r_tm1: 
     )
 
 
-def reward_posterior(env: Environment, counts: MDPCounts) -> tuple[jax.Array, jax.Array]:
+def reward_posterior(env: Environment, counts: MDPCounts, prior_mean: float | None = None) -> tuple[jax.Array, jax.Array]:
     """Normal-Normal posterior over mu(s, a): (mean [S, A], std [S, A]).
 
-    Prior N(m0, s0^2), noise std sigma: mean = (m0 sigma^2 + s0^2 sum_r) / (sigma^2 + n s0^2),
+    Prior N(m0, s0^2) (m0 = `prior_mean`, the family's true `reward_mean` when None), noise std sigma: mean = (m0 sigma^2 + s0^2 sum_r) / (sigma^2 + n s0^2),
     var = s0^2 sigma^2 / (sigma^2 + n s0^2) (written this way so s0 = 0 or sigma = 0 work)."""
-    m0, s0sq, sigsq = env.reward_mean, env.reward_mean_std**2, env.reward_noise_std**2
+    m0 = env.reward_mean if prior_mean is None else prior_mean
+    s0sq, sigsq = env.reward_mean_std**2, env.reward_noise_std**2
     denom = sigsq + counts.visits * s0sq
     safe = jnp.where(denom > 0, denom, 1.0)
     mean = jnp.where(denom > 0, (m0 * sigsq + s0sq * counts.reward_sum) / safe, m0)
@@ -204,12 +205,15 @@ def posterior_mean_mdp(env: Environment, counts: MDPCounts) -> tuple[jax.Array, 
     return mean, alpha / alpha.sum(-1, keepdims=True)
 
 
-def sample_posterior_mdp(key: jax.Array, env: Environment, counts: MDPCounts) -> tuple[jax.Array, jax.Array]:
-    """One MDP from the posterior: (reward [S, A], transitions [S, A, S])."""
+def sample_posterior_mdp(
+    key: jax.Array, env: Environment, counts: MDPCounts, prior_mean: float | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """One MDP from the posterior: (reward [S, A], transitions [S, A, S]); `prior_mean` as in
+    `reward_posterior`."""
     S, A = counts.visits.shape
     # One call to the PRNG for everything (each call is a threefry kernel that is slow to compile)
     uniforms = fast_uniforms(key, 2 * GAMMA_PROPOSALS + 2, (S, A, S))
-    mean, std = reward_posterior(env, counts)
+    mean, std = reward_posterior(env, counts, prior_mean)
     reward = mean + std * jax.scipy.special.ndtri(uniforms[-1, :, :, 0])
     alpha = env.dirichlet_alpha + counts.transition_counts
     gammas = gamma_from_uniforms(uniforms[:-1], alpha)  # Dirichlet = normalised Gammas
@@ -365,15 +369,26 @@ class EpsGreedyMDP(GreedyMDP):
         return float(self.eps)
 
 
-@register("tabular-mdp")
+#: `reward_prior_mean` of the posterior-sampling agents: None is the family's true prior mean;
+#: TabulaRL (Osband's code, which the reference tables' PSRL/OPSRL most likely come from) assumes 0.
+PRIOR_MEAN_DOC = "mean of the N(m, reward_mean_std^2) prior over mu(s, a) the agent assumes; None = the true one"
+
+
+@register("tabular-mdp", tuned=tuned_mdp_hparams("psrl"))
 @dataclasses.dataclass(frozen=True)
 class PSRL(_MDPPlanner):
     """Posterior sampling (Osband et al. 2013): one posterior MDP per episode, acted on greedily."""
 
     name = "psrl"
+    reward_prior_mean: float | None = None  #: see PRIOR_MEAN_DOC
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.reward_prior_mean is not None:
+            check_float(self.name, "reward_prior_mean", self.reward_prior_mean)
 
     def plan(self, key, params, counts):
-        reward, transitions = sample_posterior_mdp(key, self.env, counts)
+        reward, transitions = sample_posterior_mdp(key, self.env, counts, self.reward_prior_mean)
         return finite_horizon_q_values(reward, transitions, self.env.horizon)
 
 
@@ -384,14 +399,17 @@ class OPSRL(_MDPPlanner):
 
     name = "opsrl"
     samples: int = 10  #: posterior samples per episode, >= 1 (1 is PSRL)
+    reward_prior_mean: float | None = None  #: see PRIOR_MEAN_DOC
 
     def __post_init__(self):
         super().__post_init__()
         check_int(self.name, "samples", self.samples, low=1)
+        if self.reward_prior_mean is not None:
+            check_float(self.name, "reward_prior_mean", self.reward_prior_mean)
 
     def plan(self, key, params, counts):
         def solve(key_k):
-            reward, transitions = sample_posterior_mdp(key_k, self.env, counts)
+            reward, transitions = sample_posterior_mdp(key_k, self.env, counts, self.reward_prior_mean)
             return finite_horizon_q_values(reward, transitions, self.env.horizon)
 
         return jax.vmap(solve)(jax.random.split(key, self.samples)).max(axis=0)
