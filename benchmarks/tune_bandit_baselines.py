@@ -217,8 +217,20 @@ def main(argv=None):
     parser.add_argument("--tune-tasks", type=int, default=1000)
     parser.add_argument("--eval-tasks", type=int, default=1000)
     parser.add_argument("--skip-tune", action="store_true", help="reuse the grids in results/tune_bandit.json")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="only rewrite the Markdown (and the explanations) from results/tune_bandit.json")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
+    if args.rewrite:
+        path = os.path.join(args.out, "tune_bandit.json")
+        with open(path) as f:
+            result = json.load(f)
+        result["explanations"] = EXPLANATIONS
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)
+        with open(os.path.join(args.out, "tune_bandit.md"), "w") as f:
+            f.write(markdown(result))
+        return
     start = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
     json_path = os.path.join(args.out, "tune_bandit.json")

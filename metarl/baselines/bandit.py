@@ -52,15 +52,15 @@ __all__ = ["TUNED", "beta_sample", "random_argmax", "tuned_hparams"]
 # Tuned defaults: (episodes n, arms k) -> baseline name -> hyperparameters. Written from
 # benchmarks/results/tune_bandit.json (1000 tuning tasks per grid value, keys PRNGKey(1000 + i)).
 TUNED: dict[tuple[int, int], dict[str, dict[str, Any]]] = {
-    (10, 5): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.1, "prior_counts": True}, "ots": {"samples": 3}, "gittins": {"discount": 0.9}},
-    (10, 10): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.1, "prior_counts": True}, "ots": {"samples": 3}, "gittins": {"discount": 0.9}},
-    (10, 50): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.1, "prior_counts": True}, "ots": {"samples": 3}, "gittins": {"discount": 0.9}},
-    (100, 5): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 3}, "gittins": {"discount": 0.99}},
-    (100, 10): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 3}, "gittins": {"discount": 0.99}},
-    (100, 50): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 3}, "gittins": {"discount": 0.99}},
-    (500, 5): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 3}, "gittins": {"discount": 0.999}},
-    (500, 10): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 3}, "gittins": {"discount": 0.999}},
-    (500, 50): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 3}, "gittins": {"discount": 0.999}},
+    (10, 5): {"eps-greedy": {"eps": 0.01}, "ucb1": {"c": 0.1, "prior_counts": True}, "ots": {"samples": 10}, "gittins": {"discount": 0.9}},
+    (10, 10): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.0, "prior_counts": True}, "ots": {"samples": 10}, "gittins": {"discount": 0.9}},
+    (10, 50): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.1, "prior_counts": True}, "ots": {"samples": 1}, "gittins": {"discount": 0.9}},
+    (100, 5): {"eps-greedy": {"eps": 0.01}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 10}, "gittins": {"discount": 0.99}},
+    (100, 10): {"eps-greedy": {"eps": 0.01}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 10}, "gittins": {"discount": 0.99}},
+    (100, 50): {"eps-greedy": {"eps": 0.01}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 5}, "gittins": {"discount": 0.99}},
+    (500, 5): {"eps-greedy": {"eps": 0.05}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 5}, "gittins": {"discount": 0.999}},
+    (500, 10): {"eps-greedy": {"eps": 0.05}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 10}, "gittins": {"discount": 0.99}},
+    (500, 50): {"eps-greedy": {"eps": 0.05}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 5}, "gittins": {"discount": 0.999}},
 }
 
 
