@@ -42,7 +42,7 @@ NETS = [
 ]
 
 
-@pytest.mark.parametrize("options", NETS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("options", [NETS[0], NETS[3]], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
 def test_memory_resets_only_at_trial_boundaries(options):
     episodes, trials = 3, 3
     stream = _stream(BANDIT2, episodes, trials, jax.random.key(0))
