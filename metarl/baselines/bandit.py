@@ -54,7 +54,8 @@ __all__ = ["TUNED", "beta_sample", "random_argmax", "tuned_hparams"]
 TUNED: dict[tuple[int, int], dict[str, dict[str, Any]]] = {
     (10, 5): {"eps-greedy": {"eps": 0.01}, "ucb1": {"c": 0.1, "prior_counts": True}, "ots": {"samples": 10}, "gittins": {"discount": 0.9}},
     (10, 10): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.0, "prior_counts": True}, "ots": {"samples": 10}, "gittins": {"discount": 0.9}},
-    (10, 50): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.1, "prior_counts": True}, "ots": {"samples": 1}, "gittins": {"discount": 0.9}},
+    # ots: samples=20 from a follow-up beyond the scripted grid (see tune_bandit.md), which chose 1
+    (10, 50): {"eps-greedy": {"eps": 0.0}, "ucb1": {"c": 0.1, "prior_counts": True}, "ots": {"samples": 20}, "gittins": {"discount": 0.9}},
     (100, 5): {"eps-greedy": {"eps": 0.01}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 10}, "gittins": {"discount": 0.99}},
     (100, 10): {"eps-greedy": {"eps": 0.01}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 10}, "gittins": {"discount": 0.99}},
     (100, 50): {"eps-greedy": {"eps": 0.01}, "ucb1": {"c": 0.2, "prior_counts": True}, "ots": {"samples": 5}, "gittins": {"discount": 0.99}},
