@@ -78,11 +78,11 @@ __all__ = [
 #: `benchmarks/tune_mdp_baselines.py` for S=10, A=5, H=10. Settings not in the table take the
 #: entry of the nearest n (ties go to the smaller n).
 TUNED_MDP: dict[int, dict[str, dict[str, Any]]] = {
-    10: {"eps-greedy": {"eps": 0.0}, "opsrl": {"samples": 10}, "ucrl2": {"delta": 0.2, "scaling": 0.05}, "beb": {"beta": 0.5}},
-    25: {"eps-greedy": {"eps": 0.0}, "opsrl": {"samples": 10}, "ucrl2": {"delta": 0.2, "scaling": 0.05}, "beb": {"beta": 1.0}},
-    50: {"eps-greedy": {"eps": 0.0}, "opsrl": {"samples": 10}, "ucrl2": {"delta": 0.2, "scaling": 0.5}, "beb": {"beta": 1.0}},
-    75: {"eps-greedy": {"eps": 0.05}, "opsrl": {"samples": 10}, "ucrl2": {"delta": 0.2, "scaling": 0.5}, "beb": {"beta": 1.0}},
-    100: {"eps-greedy": {"eps": 0.05}, "opsrl": {"samples": 3}, "ucrl2": {"delta": 0.2, "scaling": 0.5}, "beb": {"beta": 2.0}},
+    10: {"eps-greedy": {"eps": 0.0}, "psrl": {"reward_prior_mean": 0.0}, "opsrl": {"samples": 10, "reward_prior_mean": 0.0}, "ucrl2": {"delta": 0.2, "scaling": 0.05}, "beb": {"beta": 0.5}},
+    25: {"eps-greedy": {"eps": 0.0}, "psrl": {"reward_prior_mean": 0.0}, "opsrl": {"samples": 10, "reward_prior_mean": 0.0}, "ucrl2": {"delta": 0.2, "scaling": 0.05}, "beb": {"beta": 1.0}},
+    50: {"eps-greedy": {"eps": 0.0}, "psrl": {"reward_prior_mean": None}, "opsrl": {"samples": 10, "reward_prior_mean": 0.0}, "ucrl2": {"delta": 0.2, "scaling": 0.5}, "beb": {"beta": 1.0}},
+    75: {"eps-greedy": {"eps": 0.05}, "psrl": {"reward_prior_mean": None}, "opsrl": {"samples": 10, "reward_prior_mean": 0.0}, "ucrl2": {"delta": 0.2, "scaling": 0.5}, "beb": {"beta": 1.0}},
+    100: {"eps-greedy": {"eps": 0.05}, "psrl": {"reward_prior_mean": None}, "opsrl": {"samples": 10, "reward_prior_mean": 0.0}, "ucrl2": {"delta": 0.2, "scaling": 0.5}, "beb": {"beta": 2.0}},
 }
 
 
