@@ -1,0 +1,164 @@
+"""Train RL² on the settings of the RL² tables and report it beside the reference numbers.
+
+Each setting trains `--seeds` independent agents in one process (vmapped), for the setting's
+environment-step budget, with a named config (`--preset`, default "fast": the reference run's
+240,000-step updates and 12,000 updates are weeks on a 2-core CPU), then scores every seed's
+agent on 1000 held-out tasks (sampled with PRNGKey(0), never trained on) beside our classical
+baselines on the same tasks. Results accumulate in benchmarks/results/rl2.json (one entry per
+setting, rewritten when the setting is rerun) and rl2.md is regenerated from all entries.
+
+    python benchmarks/rl2_reproduce.py bandit-n10-k5 mdp-n10 [--seeds 3] [--steps N] [--preset fast]
+    python benchmarks/rl2_reproduce.py --list
+
+Run folders go to runs/repro/SETTING (resumable: rerunning continues a killed run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_tables as ref  # noqa: E402
+
+import metarl  # noqa: E402
+from metarl import algos  # noqa: E402
+from metarl.run import evaluate_run, train  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+
+#: name -> (family, family options, episodes n, default env-step budget per seed)
+SETTINGS = {
+    "bandit-n10-k5": ("bandit", {"arms": 5}, 10, 600_000),
+    "bandit-n10-k10": ("bandit", {"arms": 10}, 10, 1_000_000),
+    "bandit-n10-k50": ("bandit", {"arms": 50}, 10, 2_000_000),
+    "bandit-n100-k5": ("bandit", {"arms": 5}, 100, 10_000_000),
+    "bandit-n100-k10": ("bandit", {"arms": 10}, 100, 15_000_000),
+    "bandit-n100-k50": ("bandit", {"arms": 50}, 100, 30_000_000),
+    "mdp-n10": ("tabular-mdp", {}, 10, 10_000_000),
+    "mdp-n25": ("tabular-mdp", {}, 25, 20_000_000),
+}
+BANDIT_BASELINES = ["random", "gittins", "ucb1", "thompson"]
+MDP_BASELINES = ["random", "psrl", "opsrl", "ucrl2", "beb"]
+
+
+def reference_row(family, options, n):
+    if family == "bandit":
+        k = options["arms"]
+        cols = {c: ref.bandit_reference(n, k, c) for c in ("RL² GRU paper", "RL² GRU re-impl", "Gittins", "Random")}
+        best = ("Gittins", cols["Gittins"])
+    else:
+        cols = {c: ref.mdp_reference(n, c) for c in ("RL² GRU paper", "RL² GRU re-impl", "PSRL", "OPSRL", "UCRL2", "BEB", "Random")}
+        best = max(((c, cols[c]) for c in ("PSRL", "OPSRL", "UCRL2", "BEB")), key=lambda x: x[1])
+    return cols, best
+
+
+def run_setting(name, seeds, steps, preset, tasks):
+    family, options, n, default_steps = SETTINGS[name]
+    steps = steps or default_steps
+    env = metarl.make(family, **options)
+    config = dict(dataclass_items(algos.algorithm_class("rl2").presets[preset]))
+    algo = algos.make("rl2", env, n, **config)
+    out = os.path.join("runs", "repro", name)
+    resume = os.path.exists(os.path.join(out, "config.json"))
+    start = time.perf_counter()
+    result = train(algo, seeds=seeds, total_steps=steps, out_dir=out, resume=resume, eval_every=0, eval_tasks=0,
+                   quiet=True, command=["python", "benchmarks/rl2_reproduce.py", name])
+    train_wall = time.perf_counter() - start
+    names = BANDIT_BASELINES if family == "bandit" else MDP_BASELINES
+    summary = evaluate_run(out, tasks=tasks, seed=0, baselines=names)
+    agents = {a["name"]: a for a in summary["agents"]}
+    rl2 = agents["rl2"]
+    cols, best = reference_row(family, options, n)
+    ours_best = max((a for a in summary["agents"] if a["name"] not in ("rl2", "oracle", "random")),
+                    key=lambda a: a["mean_total_return"])
+    return {
+        "setting": name, "family": family, "options": options, "episodes": n, "seeds": seeds,
+        "steps_per_seed": result.env_steps, "updates": result.updates, "preset": preset, "config": config,
+        "train_seconds": result.train_seconds, "compile_seconds": result.compile_seconds,
+        "train_wall_seconds": train_wall, "resumed": resume,
+        "rl2": {"mean": rl2["mean_total_return"], "ci95": rl2["ci95"], "per_seed": rl2.get("per_seed_mean_total_return")},
+        "baselines": {a["name"]: {"mean": a["mean_total_return"], "ci95": a["ci95"]} for a in summary["agents"] if a["name"] != "rl2"},
+        "reference": cols, "reference_best_baseline": {"name": best[0], "value": best[1]},
+        "our_best_baseline": {"name": ours_best["name"], "mean": ours_best["mean_total_return"], "ci95": ours_best["ci95"]},
+        "eval_tasks": tasks, "interval": summary["header"]["interval"],
+    }
+
+
+def dataclass_items(cfg):
+    import dataclasses
+
+    return [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]
+
+
+def markdown(entries, meta):
+    lines = [
+        "# RL² vs the RL² tables",
+        "",
+        f"Produced by `benchmarks/rl2_reproduce.py` on {meta['machine']} (JAX {meta['jax']}). Each row: RL² trained "
+        "with the named preset for the given environment steps per seed, several seeds vmapped in one process; "
+        "evaluated on 1000 held-out tasks (PRNGKey(0)) with the same evaluator as our baselines. RL²'s interval is "
+        "the 95% t-interval over per-seed means; baselines' over tasks.",
+        "",
+        "| setting | RL² ours (seeds) | RL² paper | RL² re-impl | best baseline (ref) | our best baseline | steps/seed | train wall time | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        r = e["rl2"]
+        paper, reimpl = e["reference"]["RL² GRU paper"], e["reference"].get("RL² GRU re-impl")
+        target = max(v for v in (paper, reimpl) if v is not None)
+        verdict = "at or above the reference" if r["mean"] >= target else (
+            "within its CI of the reference" if r["ci95"][1] >= target else f"below ({r['mean'] - target:+.1f})")
+        per_seed = ", ".join(f"{x:.1f}" for x in r["per_seed"]) if r.get("per_seed") else ""
+        lines.append(
+            f"| {e['setting']} | {r['mean']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] ({e['seeds']}: {per_seed}) | {paper} | "
+            f"{reimpl if reimpl is not None else '—'} | {e['reference_best_baseline']['name']} {e['reference_best_baseline']['value']} | "
+            f"{e['our_best_baseline']['name']} {e['our_best_baseline']['mean']:.2f} | {e['steps_per_seed']:,} | "
+            f"{e['train_wall_seconds']:.0f} s (compile {e['compile_seconds']:.0f} s){' resumed' if e['resumed'] else ''} | {verdict} |"
+        )
+    lines += ["", "Configs (preset and every field) and all baseline numbers are in `rl2.json`. Settings of the tables "
+              "not listed were not run yet.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("settings", nargs="*")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="env steps per seed (default: the setting's budget)")
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--tasks", type=int, default=1000)
+    args = parser.parse_args(argv)
+    if args.list or not args.settings:
+        for name, (family, options, n, steps) in SETTINGS.items():
+            print(f"{name}: {family} {options} n={n}, default budget {steps:,} steps per seed")
+        return
+    unknown = [s for s in args.settings if s not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown setting(s) {unknown}; valid: {', '.join(SETTINGS)}")
+    path = os.path.join(RESULTS, "rl2.json")
+    data = json.load(open(path)) if os.path.exists(path) else {"entries": {}}
+    data["meta"] = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "jax": jax.__version__}
+    for name in args.settings:
+        entry = run_setting(name, args.seeds, args.steps, args.preset, args.tasks)
+        data["entries"][name] = entry
+        print(f"{name}: RL² {entry['rl2']['mean']:.2f} {entry['rl2']['ci95']} vs paper {entry['reference']['RL² GRU paper']}; "
+              f"{entry['train_wall_seconds']:.0f} s", flush=True)
+        os.makedirs(RESULTS, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
+        ordered = [data["entries"][k] for k in SETTINGS if k in data["entries"]]
+        with open(os.path.join(RESULTS, "rl2.md"), "w") as f:
+            f.write(markdown(ordered, data["meta"]))
+
+
+if __name__ == "__main__":
+    main()
