@@ -1,6 +1,8 @@
 """The command line: the only place in metarl that parses arguments.
 
     metarl list
+    metarl train ALGO FAMILY [family options] [algorithm options] --steps N --out DIR [--seeds S] [--resume]
+    metarl eval RUN [--tasks T] [--json P] [--plot P]
     metarl baselines FAMILY [family options] --episodes N --tasks T --seed S [--agents a,b] [--json P] [--plot P]
 
 How it is built. The top level is a dispatch table, `COMMANDS` (name -> `Command`), not one tyro
@@ -15,22 +17,10 @@ algorithm config option gets its flag with no change here.
 `main(argv)` returns the exit code (0; 2 for bad input: a `ConfigError`'s message on one line of
 stderr, no traceback), so tests call it in-process.
 
-Adding a subcommand (this is where `metarl train ALGO FAMILY ...` and `metarl eval RUN ...` go):
-
-    @command("train", "Train ALGO on FAMILY and write a run folder.",
-             usage="metarl train ALGO FAMILY [family options] [algo options] --out DIR [--resume]",
-             example="metarl train rl2 bandit --arms 5 --episodes 10 --out runs/rl2-bandit")
-    def train(args: list[str]) -> int:
-        (algo, family), rest = take_names(args, ["ALGO", "FAMILY"], [algos.algorithm_class, envs.family_class])
-        family_specs = fields_to_flags(envs.family_class(family))
-        algo_specs = fields_to_flags(algos.algorithm_class(algo).Config)
-        values = parse_flags(rest, family_specs + algo_specs + [flag("out", str, None, "run folder"), ...],
-                             prog=f"metarl train {algo} {family}", description=train_help)
-        env = envs.make(family, **pick(values, family_specs))
-        ...  # metarl.run does the work; return 0
-
-`fields_to_flags` refuses two flags with one name (a family option and an algorithm option both
-called `seed`, say), so such a clash fails loudly the first time the command is built.
+Adding a subcommand: decorate `fn(args: list[str]) -> int` with `@command(name, summary, usage=...,
+example=...)`, read positional names with `take_names`, build flags with `fields_to_flags` and parse
+them with `parse_flags` (see `train_command` below, which adds the family's, the algorithm config's
+and the host loop's flags).
 """
 
 from __future__ import annotations

@@ -9,12 +9,13 @@ import jax.numpy as jnp
 
 from metarl.agents import Agent
 from metarl.baselines.registry import register
+from metarl.envs import names as family_names
 
 
-@register("bandit", "fixed-arm-bandit", "tabular-mdp")
+@register(*family_names())
 @dataclasses.dataclass(frozen=True)
 class RandomAgent(Agent):
-    """Uniformly random actions."""
+    """Uniformly random actions (applies to every registered family)."""
 
     name = "random"
 
