@@ -4,9 +4,11 @@ Layout. A core runs `num_cores` independent recurrent networks side by side (2 f
 separate policy and value networks, 1 when they share a core): its state is [num_cores, B, H]
 (a GRU) or a pair (c, h) of those (an LSTM). Inputs are time-major, [T, B, F].
 
-Speed. The input projection W_x x_t of every step is one matmul over the whole [T * B, F]
-sequence, outside the scan; only the recurrent projection W_h h_{t-1} runs inside it. The
-`num_cores` networks share each matmul through a batched einsum.
+Speed. The `num_cores` networks share each matmul through a batched einsum. The GRU
+(`gru_layer`) projects each step's tiny input (F ~ 8 features) inside the scan and accumulates
+all parameter gradients in its backward scan's carry, because a precomputed [T, N, B, 3H] input
+projection and its gradient cost more in memory traffic than the recurrence cost in arithmetic
+(profiled on a 2-core CPU); the LSTM still projects the whole [T * B, F] sequence outside its scan.
 
 Memory resets. The state is zeroed where `reset` is true, *before* the step that reads the input
 (RL² resets at `timestep.first`, i.e. at trial boundaries only; an episode ending inside a trial
@@ -307,7 +309,7 @@ class GRUCore(_GatedCore):
     __call__(h0 [N, B, H], x [T, B, F], reset [T, B] bool) -> (h_T [N, B, H], h [T, N, B, H])."""
 
     gates: int = 3
-    unroll: int = 1  #: recurrence steps per scan-loop iteration (speed only)
+    unroll: int = 2  #: recurrence steps per scan-loop iteration (speed only)
 
     def _gate_bias_init(self, key, shape, dtype=jnp.float32):
         return jnp.zeros(shape, dtype).at[..., 1, :].set(1.0)
