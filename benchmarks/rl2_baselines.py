@@ -60,7 +60,7 @@ def markdown(result):
         "# Classical baselines vs the RL² tables",
         "",
         f"Produced by `{result['command']}` on {result['machine']} (JAX {result['jax']}, backend "
-        f"{result['backend']}), {result['tasks']} tasks per setting sampled with `PRNGKey({result['seed']})`; "
+        f"{result['backend']}) from commit {result.get('commit', 'unknown')}, {result['tasks']} tasks per setting sampled with `PRNGKey({result['seed']})`; "
         f"total wall time {result['wall_seconds']:.0f} s.",
         "",
         "Each cell: **ours / reference (relative difference)**, mean total reward over the trial. "
@@ -114,6 +114,19 @@ def explanations() -> dict[str, dict[str, str]]:
     return {"bandit": tune_bandit_baselines.EXPLANATIONS, "mdp": tune_mdp_baselines.EXPLANATIONS}
 
 
+def source_commit() -> str:
+    """The git commit the numbers come from ("+dirty" when the work tree had changes)."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../metarl"], cwd=here, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=1000)
@@ -126,6 +139,7 @@ def main(argv=None):
         + (f" --seed {args.seed}" if args.seed else ""),
         "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
         "jax": jax.__version__, "backend": jax.default_backend(), "tasks": args.tasks, "seed": args.seed,
+        "commit": source_commit(),
         "bandit": [], "mdp": [], "explanations": explanations(),
     }
     for (n, k) in ref.BANDIT:
