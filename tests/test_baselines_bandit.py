@@ -10,7 +10,7 @@ import scipy.integrate
 import scipy.stats
 
 from metarl import baselines
-from metarl.baselines.bandit import TUNED, BetaCounts, GaussianCounts, beta_sample, nearest_tuned_setting
+from metarl.baselines.bandit import TUNED, BetaCounts, GaussianCounts, nearest_tuned_setting
 from metarl.envs.registry import make as make_env
 from metarl.envs.trial import TimeStep, Trial
 from metarl.errors import ConfigError
@@ -204,8 +204,3 @@ def test_fixed_arm_bandit_agents():
     freq = _choice_frequencies(oracle, (), _timestep(first=True), 100, params=task)
     assert freq[int(np.argmax(np.asarray(task.means)))] == 1.0
 
-
-@pytest.mark.parametrize("a, b", [(1.0, 1.0), (3.0, 7.0), (0.4, 2.0), (40.0, 300.0)])
-def test_beta_sample_distribution(a, b):
-    x = np.asarray(beta_sample(jax.random.PRNGKey(0), jnp.float32(a), jnp.float32(b), (50000,), small_alpha=min(a, b) < 1))
-    assert scipy.stats.kstest(x, scipy.stats.beta(a, b).cdf).pvalue > 1e-3

@@ -12,7 +12,6 @@ from metarl.baselines.mdp import (
     finite_horizon_q_values,
     optimistic_transition,
     posterior_mean_mdp,
-    sample_gamma,
 )
 from metarl.envs.registry import make as make_env
 from metarl.envs.tabular_mdp import TabularMDPTask
@@ -47,13 +46,6 @@ def test_optimistic_transition_hand_worked():
     # radius 4: everything on the best state; order of v permuted to check the un-sorting
     out = optimistic_transition(p_hat, jnp.float32(4.0), jnp.array([2.0, 0.0, 1.0]))
     np.testing.assert_allclose(np.asarray(out), [1.0, 0.0, 0.0], atol=1e-6)
-
-
-def test_sample_gamma_moments():
-    alpha = jnp.array([0.5, 1.0, 3.0, 40.0])
-    x = np.asarray(jax.jit(sample_gamma)(jax.random.PRNGKey(3), jnp.broadcast_to(alpha, (40000, 4))))
-    np.testing.assert_allclose(x.mean(0), np.asarray(alpha), rtol=0.03)
-    np.testing.assert_allclose(x.var(0), np.asarray(alpha), rtol=0.08)
 
 
 def _timestep(state, S, prev_action=-1, prev_reward=0.0, outcome=None, step_index=0, episode_index=0, first=False, done=False):

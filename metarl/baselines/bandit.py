@@ -45,8 +45,9 @@ from metarl.baselines.registry import register
 from metarl.envs.base import Environment
 from metarl.envs.trial import TimeStep
 from metarl.errors import ConfigError, check_float, check_int
+from metarl.ops import sampling
 
-__all__ = ["TUNED", "beta_sample", "random_argmax", "tuned_hparams"]
+__all__ = ["TUNED", "random_argmax", "tuned_hparams"]
 
 # ---------------------------------------------------------------------------------------------
 # Tuned defaults: (episodes n, arms k) -> baseline name -> hyperparameters. Written from
@@ -87,61 +88,17 @@ def _tuned(name: str):
 # Shared pieces
 
 
+#: Marsaglia-Tsang proposals per Gamma of a posterior draw: a Beta(a, b) posterior here has a, b
+#: >= min(prior_a, prior_b), and for every parameter >= 1 (and < 1, boosted) all three proposals
+#: are rejected with probability <= sampling.fallback_probability(3) = 1.1e-4 (at exactly 1, an
+#: untried arm under the uniform prior; 2.7e-6 at 2.5), when the draw is not exactly Beta.
+POSTERIOR_PROPOSALS = 3
+
+
 def random_argmax(key: jax.Array, values: jax.Array) -> jax.Array:
     """int32 index of a maximum of `values` [k], uniformly at random among ties."""
     ties = values >= jnp.max(values)
     return jnp.argmax(jnp.where(ties, jax.random.uniform(key, values.shape), -1.0)).astype(jnp.int32)
-
-
-def log_gamma_sample(
-    key: jax.Array, alpha: jax.Array, shape: tuple[int, ...], rounds: int = 4, small_alpha: bool = True
-) -> jax.Array:
-    """log of Gamma(alpha, 1) draws, `shape` (alpha broadcast to it), float32.
-
-    Marsaglia & Tsang (2000) with a fixed number of proposals instead of a rejection loop, so
-    that it vectorises: jax.random.gamma's per-element loop cost ~4 us a draw on this CPU, which
-    made Thompson sampling 100x slower than every other agent here. A proposal is accepted
-    with probability >= 0.95 for alpha >= 1 (>= 0.99 for alpha >= 4), so the first
-    `rounds - 1` = 3 are all rejected with probability < 1.3e-4 (< 1e-6 for alpha >= 4); the
-    last proposal is then taken unchecked (a draw from the proposal, not exactly Gamma). The
-    acceptance uniforms have 16 bits (two per random word: random bits are the cost here).
-    `small_alpha` (static): some alpha may be < 1, handled by Gamma(alpha) = Gamma(alpha + 1)
-    U^(1/alpha), in logs so that tiny draws do not underflow."""
-    key_normal, key_uniform, key_boost = jax.random.split(key, 3)
-    alpha = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), shape)
-    boosted = alpha < 1.0
-    a = jnp.where(boosted, alpha + 1.0, alpha) if small_alpha else alpha
-    d = a - 1.0 / 3.0
-    c = 1.0 / jnp.sqrt(9.0 * d)
-    x = jax.random.normal(key_normal, (rounds, *shape), jnp.float32)
-    words = jax.random.bits(key_uniform, ((rounds + 1) // 2, *shape), jnp.uint32)
-    halves = jnp.concatenate([words >> 16, words & 0xFFFF], axis=0)[:rounds]
-    u = (halves.astype(jnp.float32) + 0.5) / 65536.0
-    cube_root = 1.0 + c * x  # v = cube_root ** 3 must be positive
-    positive = cube_root > 0.0
-    log_v = 3.0 * jnp.log(jnp.where(positive, cube_root, 1.0))
-    v = jnp.exp(log_v)
-    accept = positive & (jnp.log(u) < 0.5 * x * x + d - d * v + d * log_v)
-    accept = accept.at[-1].set(positive[-1])
-    first = jnp.argmax(accept, axis=0)  # first accepted round
-    log_v = jnp.take_along_axis(log_v, first[None], axis=0)[0]
-    # no positive proposal at all (probability < 1e-30 for alpha >= 1): the mode d stands in
-    log_v = jnp.where(jnp.any(accept, axis=0), log_v, 0.0)
-    log_gamma = jnp.log(d) + log_v
-    if not small_alpha:
-        return log_gamma
-    u_boost = jax.random.uniform(key_boost, shape, jnp.float32, minval=1e-30)
-    return jnp.where(boosted, log_gamma + jnp.log(u_boost) / alpha, log_gamma)
-
-
-def beta_sample(
-    key: jax.Array, a: jax.Array, b: jax.Array, shape: tuple[int, ...], small_alpha: bool = True
-) -> jax.Array:
-    """Beta(a, b) draws of `shape` (a, b broadcast to it), float32 in [0, 1], from two Gammas
-    (`small_alpha`, static: a or b may be < 1; see `log_gamma_sample`)."""
-    key_a, key_b = jax.random.split(key)
-    log_ga = log_gamma_sample(key_a, a, shape, small_alpha=small_alpha)
-    return jax.nn.sigmoid(log_ga - log_gamma_sample(key_b, b, shape, small_alpha=small_alpha))
 
 
 def _pulled(timestep: TimeStep, arms: int) -> jax.Array:
@@ -198,7 +155,7 @@ class _BernoulliAgent(Agent):
         """`shape` (ending in arms) float32 draws of the arms' means from the posterior."""
         a, b = self.posterior(carry)
         small = min(self.env.prior_a, self.env.prior_b) < 1.0  # static: counts only grow
-        return beta_sample(key, a, b, shape, small_alpha=small)
+        return sampling.beta(key, a, b, shape, proposals=POSTERIOR_PROPOSALS, small_alpha=small)
 
     def choose(self, key: jax.Array, carry: BetaCounts) -> jax.Array:
         raise NotImplementedError

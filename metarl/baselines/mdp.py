@@ -47,6 +47,7 @@ from metarl.agents import Agent
 from metarl.baselines.registry import register
 from metarl.envs.base import Environment
 from metarl.errors import ConfigError, check_float, check_int
+from metarl.ops import sampling
 
 __all__ = [
     "MDPCounts",
@@ -56,8 +57,6 @@ __all__ = [
     "update_counts",
     "posterior_mean_mdp",
     "sample_posterior_mdp",
-    "sample_gamma",
-    "gamma_from_uniforms",
     "TUNED_MDP",
     "tuned_mdp_hparams",
     "GreedyMDP",
@@ -205,73 +204,25 @@ def posterior_mean_mdp(env: Environment, counts: MDPCounts) -> tuple[jax.Array, 
     return mean, alpha / alpha.sum(-1, keepdims=True)
 
 
+#: Marsaglia-Tsang proposals per Gamma of a posterior Dirichlet: its parameters are
+#: dirichlet_alpha + counts, mostly exactly dirichlet_alpha = 1 (unvisited transitions), where all
+#: three are rejected with probability <= sampling.fallback_probability(3) = 1.1e-4 and the draw
+#: is then not exactly Gamma (it was 2.3e-3 with two, the centre d standing in).
+POSTERIOR_PROPOSALS = 3
+
+
 def sample_posterior_mdp(
     key: jax.Array, env: Environment, counts: MDPCounts, prior_mean: float | None = None
 ) -> tuple[jax.Array, jax.Array]:
     """One MDP from the posterior: (reward [S, A], transitions [S, A, S]); `prior_mean` as in
-    `reward_posterior`."""
-    S, A = counts.visits.shape
-    # One call to the PRNG for everything (each call is a threefry kernel that is slow to compile)
-    uniforms = fast_uniforms(key, 2 * GAMMA_PROPOSALS + 2, (S, A, S))
+    `reward_posterior`. Transitions: Dirichlet(dirichlet_alpha + n(s, a, .)) by `sampling.dirichlet`."""
+    key_reward, key_transitions = jax.random.split(key)
     mean, std = reward_posterior(env, counts, prior_mean)
-    reward = mean + std * jax.scipy.special.ndtri(uniforms[-1, :, :, 0])
+    reward = mean + std * jax.random.normal(key_reward, mean.shape, jnp.float32)
     alpha = env.dirichlet_alpha + counts.transition_counts
-    gammas = gamma_from_uniforms(uniforms[:-1], alpha)  # Dirichlet = normalised Gammas
-    transitions = gammas / jnp.maximum(gammas.sum(-1, keepdims=True), 1e-30)
+    small = env.dirichlet_alpha < 1.0  # static: counts only grow
+    transitions = sampling.dirichlet(key_transitions, alpha, proposals=POSTERIOR_PROPOSALS, small_alpha=small)
     return reward, transitions
-
-
-#: Marsaglia-Tsang proposals per Gamma draw (see `gamma_from_uniforms`)
-GAMMA_PROPOSALS = 2
-
-
-def sample_gamma(key: jax.Array, alpha: jax.Array) -> jax.Array:
-    """Gamma(alpha, 1) draws of alpha's shape (see `gamma_from_uniforms`)."""
-    return gamma_from_uniforms(fast_uniforms(key, 2 * GAMMA_PROPOSALS + 1, alpha.shape), alpha)
-
-
-def fast_uniforms(key: jax.Array, count: int, shape: tuple[int, ...]) -> jax.Array:
-    """[count, *shape] float32 uniforms in (0, 1) from ONE threefry word per element.
-
-    Posterior sampling needs ~10 uniforms per Dirichlet component and threefry (20 rounds per
-    word) dominated its cost on the CPU; the other count - 1 streams are a cheap integer hash
-    (murmur3's finaliser) of the element's seed word and a Weyl-sequence counter, which is
-    statistically fine for Monte-Carlo sampling and ~5x cheaper than a threefry word each."""
-    seed = jax.random.bits(key, shape, jnp.uint32)
-    counter = (jnp.arange(1, count + 1, dtype=jnp.uint32) * jnp.uint32(0x9E3779B9)).reshape((count,) + (1,) * len(shape))
-    x = seed[None] ^ counter
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x85EBCA6B)
-    x = x ^ (x >> 13)
-    x = x * jnp.uint32(0xC2B2AE35)
-    x = x ^ (x >> 16)
-    return ((x >> 8).astype(jnp.float32) + 0.5) * jnp.float32(2.0**-24)
-
-
-def gamma_from_uniforms(uniforms: jax.Array, alpha: jax.Array) -> jax.Array:
-    """Gamma(alpha, 1) draws by Marsaglia & Tsang (2000) with a fixed number P of proposals, from
-    uniforms [2P + 1, *alpha.shape] in (0, 1) (jax.random.gamma's per-element while loop is ~50x
-    slower on CPU under vmap).
-
-    Each proposal is accepted with probability >= 0.95 for every alpha >= 1, so both of P = 2 are
-    rejected with probability < 0.25%; that element then takes the proposal's centre
-    d = alpha - 1/3 (a small bias, bought for half the cost of P = 4: the transcendental functions
-    of the proposals dominate posterior sampling on the CPU). alpha < 1 uses the boost Gamma(alpha + 1) * U^(1/alpha)."""
-    proposals = (uniforms.shape[0] - 1) // 2
-    x = jax.scipy.special.ndtri(uniforms[:proposals])  # standard normals
-    u = uniforms[proposals : 2 * proposals]
-    u_boost = uniforms[-1]
-    boosted = alpha < 1.0
-    a = jnp.where(boosted, alpha + 1.0, alpha)
-    d = a - 1.0 / 3.0
-    c = 1.0 / jnp.sqrt(9.0 * d)
-    v = (1.0 + c * x) ** 3
-    safe_v = jnp.maximum(v, 1e-30)
-    accept = (v > 0) & (jnp.log(u) < 0.5 * x**2 + d - d * safe_v + d * jnp.log(safe_v))
-    first = jnp.argmax(accept, axis=0)
-    v_first = jnp.take_along_axis(safe_v, first[None], axis=0)[0]
-    draw = d * jnp.where(accept.any(axis=0), v_first, 1.0)
-    return jnp.where(boosted, draw * u_boost ** (1.0 / jnp.where(boosted, alpha, 1.0)), draw)
 
 
 def greedy_action(key: jax.Array, q_values: jax.Array) -> jax.Array:
