@@ -111,7 +111,16 @@ def explanations() -> dict[str, dict[str, str]]:
     import tune_bandit_baselines
     import tune_mdp_baselines
 
-    return {"bandit": tune_bandit_baselines.EXPLANATIONS, "mdp": tune_mdp_baselines.EXPLANATIONS}
+    bandit = {
+        "OTS": "OTS sits 1-2% below at k=50 (n=100: -1.5% to -2.1% across our runs, about 1.5 standard errors of a "
+        "1000-task mean). Its tuned sample count comes from a coarse grid on 200 tuning tasks (tune_bandit.md): "
+        + tune_bandit_baselines.EXPLANATIONS.get(next(iter(tune_bandit_baselines.EXPLANATIONS)), ""),
+        "Random": "noise: a 1000-task mean of 10 Bernoulli pulls has a standard error of ~0.05 (1%).",
+        "Greedy": tune_bandit_baselines.EXPLANATIONS.get(list(tune_bandit_baselines.EXPLANATIONS)[-1], ""),
+        "eps-Greedy": "as Greedy.",
+        "TS": "at n=10 our Thompson sampling is 3% above (0.2 pulls); better than the reference is within the target.",
+    }
+    return {"bandit": bandit, "mdp": tune_mdp_baselines.EXPLANATIONS}
 
 
 def source_commit() -> str:
@@ -132,7 +141,15 @@ def main(argv=None):
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite baselines.md from baselines.json")
     args = parser.parse_args(argv)
+    if args.markdown_only:
+        with open(os.path.join(args.out, "baselines.json")) as f:
+            result = json.load(f)
+        result["explanations"] = explanations()
+        with open(os.path.join(args.out, "baselines.md"), "w") as f:
+            f.write(markdown(result))
+        return
     start = time.perf_counter()
     result = {
         "command": "python benchmarks/rl2_baselines.py" + (f" --tasks {args.tasks}" if args.tasks != 1000 else "")
