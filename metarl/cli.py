@@ -288,18 +288,7 @@ def baselines_command(args: list[str]) -> int:
     with status.status(f"evaluating baselines on {env.describe()} ..."):
         results = report.run_baselines(env, values["episodes"], values["tasks"], values["seed"], names)
     summary = report.summarize(results)
-
-    from rich.table import Table
-
-    columns, rows = report.table_rows(summary)
-    console = _console()
-    console.print(f"{report.title(summary)}; {summary['header']['interval']}")
-    table = Table()
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    _print_summary(summary)
     if values["json"]:
         report.write_json(summary, values["json"])
     if values["markdown"]:
