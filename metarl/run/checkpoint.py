@@ -88,20 +88,7 @@ def save_checkpoint(directory: str, state: Any, header: dict[str, Any], keep: in
     }
     head = json.dumps(full_header, separators=(",", ":")).encode()
     path = os.path.join(directory, checkpoint_name(int(header["updates"])))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC)
-            f.write(head + b"\n")
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+    write_bytes_atomic(path, MAGIC + head + b"\n" + payload, suffix=".ckpt")
     if keep is not None:
         for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
             os.unlink(old)
@@ -111,6 +98,25 @@ def save_checkpoint(directory: str, state: Any, header: dict[str, Any], keep: in
 def _key_impl_name(key) -> str:
     impl = jax.random.key_impl(key)
     return getattr(impl, "name", None) or str(impl)
+
+
+def write_bytes_atomic(path: str, data: bytes, suffix: str = "") -> None:
+    """Write `data` to `path` so that a reader (or a crash) sees the old file or the whole new one:
+    a temporary file in the same directory, fsync, `os.replace`, then fsync of the directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
 
 
 def _fsync_dir(directory: str) -> None:

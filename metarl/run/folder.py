@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from metarl.errors import CheckpointError, ConfigError
+from metarl.run.checkpoint import write_bytes_atomic
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -109,20 +110,7 @@ def build_algorithm(config: dict[str, Any]):
 
 def write_json_atomic(path: str, obj: Any) -> None:
     """Write JSON so that a reader (or a crash) never sees half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(jsonable(obj), f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomic(path, (json.dumps(jsonable(obj), indent=2) + "\n").encode())
 
 
 def read_config(run_dir: str) -> dict[str, Any]:
