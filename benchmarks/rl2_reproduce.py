@@ -60,7 +60,21 @@ def reference_row(family, options, n):
     return cols, best
 
 
-def run_setting(name, seeds, steps, preset, tasks):
+def learning_curve(out, target):
+    """Held-out evaluations during training as (env steps, mean total return, training seconds so far),
+    and the first point at or above `target` (None if never reached)."""
+    chunks = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    path = os.path.join(out, "eval", "history.jsonl")
+    evals = [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+    curve = []
+    for e in evals:
+        seconds = sum(c["chunk_seconds"] for c in chunks if c["env_steps"] <= e["env_steps"])
+        curve.append({"env_steps": e["env_steps"], "mean": e["mean_total_return"], "ci95": e["ci95"], "train_seconds": seconds})
+    reached = next((c for c in curve if c["mean"] >= target), None)
+    return curve, reached
+
+
+def run_setting(name, seeds, steps, preset, tasks, eval_points=10):
     family, options, n, default_steps = SETTINGS[name]
     steps = steps or default_steps
     env = metarl.make(family, **options)
@@ -69,14 +83,19 @@ def run_setting(name, seeds, steps, preset, tasks):
     out = os.path.join("runs", "repro", name)
     resume = os.path.exists(os.path.join(out, "config.json"))
     start = time.perf_counter()
-    result = train(algo, seeds=seeds, total_steps=steps, out_dir=out, resume=resume, eval_every=0, eval_tasks=0,
-                   quiet=True, command=["python", "benchmarks/rl2_reproduce.py", name])
+    # Held-out evaluations (1000 tasks, PRNGKey(0)) during training give the learning curve and the time
+    # to reach the reference number; they are not counted in the training time.
+    every = max(algo.steps_per_update, steps // eval_points // algo.steps_per_update * algo.steps_per_update)
+    result = train(algo, seeds=seeds, total_steps=steps, out_dir=out, resume=resume, eval_every=every, eval_tasks=tasks,
+                   eval_seed=0, eval_baselines=[], quiet=True, command=["python", "benchmarks/rl2_reproduce.py", name])
     train_wall = time.perf_counter() - start
     names = BANDIT_BASELINES if family == "bandit" else MDP_BASELINES
     summary = evaluate_run(out, tasks=tasks, seed=0, baselines=names)
     agents = {a["name"]: a for a in summary["agents"]}
     rl2 = agents["rl2"]
     cols, best = reference_row(family, options, n)
+    target = max(v for v in (cols["RL² GRU paper"], cols.get("RL² GRU re-impl")) if v is not None)
+    curve, reached = learning_curve(out, target)
     ours_best = max((a for a in summary["agents"] if a["name"] not in ("rl2", "oracle", "random")),
                     key=lambda a: a["mean_total_return"])
     return {
@@ -89,6 +108,10 @@ def run_setting(name, seeds, steps, preset, tasks):
         "reference": cols, "reference_best_baseline": {"name": best[0], "value": best[1]},
         "our_best_baseline": {"name": ours_best["name"], "mean": ours_best["mean_total_return"], "ci95": ours_best["ci95"]},
         "eval_tasks": tasks, "interval": summary["header"]["interval"],
+        "target": target, "learning_curve": curve,
+        "time_to_target": None if reached is None else {
+            "env_steps": reached["env_steps"], "train_seconds": reached["train_seconds"],
+            "with_compile_seconds": reached["train_seconds"] + result.compile_seconds},
     }
 
 
@@ -107,8 +130,8 @@ def markdown(entries, meta):
         "evaluated on 1000 held-out tasks (PRNGKey(0)) with the same evaluator as our baselines. RL²'s interval is "
         "the 95% t-interval over per-seed means; baselines' over tasks.",
         "",
-        "| setting | RL² ours (seeds) | RL² paper | RL² re-impl | best baseline (ref) | our best baseline | steps/seed | train wall time | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| setting | RL² ours (seeds) | RL² paper | RL² re-impl | best baseline (ref) | our best baseline | steps/seed | train wall time | time to reference | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         r = e["rl2"]
@@ -117,13 +140,19 @@ def markdown(entries, meta):
         verdict = "at or above the reference" if r["mean"] >= target else (
             "within its CI of the reference" if r["ci95"][1] >= target else f"below ({r['mean'] - target:+.1f})")
         per_seed = ", ".join(f"{x:.1f}" for x in r["per_seed"]) if r.get("per_seed") else ""
+        ttt = e.get("time_to_target", "n/a")
+        ttt = ("not reached" if ttt is None else "not measured" if ttt == "n/a" else
+               f"{ttt['with_compile_seconds']:.0f} s ({ttt['env_steps']:,} steps)")
         lines.append(
             f"| {e['setting']} | {r['mean']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] ({e['seeds']}: {per_seed}) | {paper} | "
             f"{reimpl if reimpl is not None else '—'} | {e['reference_best_baseline']['name']} {e['reference_best_baseline']['value']} | "
             f"{e['our_best_baseline']['name']} {e['our_best_baseline']['mean']:.2f} | {e['steps_per_seed']:,} | "
-            f"{e['train_wall_seconds']:.0f} s (compile {e['compile_seconds']:.0f} s){' resumed' if e['resumed'] else ''} | {verdict} |"
+            f"{e['train_wall_seconds']:.0f} s (compile {e['compile_seconds']:.0f} s){' resumed' if e['resumed'] else ''} | {ttt} | {verdict} |"
         )
-    lines += ["", "Configs (preset and every field) and all baseline numbers are in `rl2.json`. Settings of the tables "
+    lines += ["", "Time to reference: training seconds (compile included, evaluations excluded) until the first "
+              "held-out evaluation during training (1000 tasks, ~10 per run) whose mean over seeds reaches the higher "
+              "of the two RL² reference numbers; with several seeds vmapped this is the time for all of them together.",
+              "", "Configs (preset and every field) and all baseline numbers are in `rl2.json`. Settings of the tables "
               "not listed were not run yet.", ""]
     return "\n".join(lines)
 
@@ -136,6 +165,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="env steps per seed (default: the setting's budget)")
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--eval-points", type=int, default=10, help="held-out evaluations during training")
     args = parser.parse_args(argv)
     if args.list or not args.settings:
         for name, (family, options, n, steps) in SETTINGS.items():
@@ -148,7 +178,7 @@ def main(argv=None):
     data = json.load(open(path)) if os.path.exists(path) else {"entries": {}}
     data["meta"] = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "jax": jax.__version__}
     for name in args.settings:
-        entry = run_setting(name, args.seeds, args.steps, args.preset, args.tasks)
+        entry = run_setting(name, args.seeds, args.steps, args.preset, args.tasks, args.eval_points)
         data["entries"][name] = entry
         print(f"{name}: RL² {entry['rl2']['mean']:.2f} {entry['rl2']['ci95']} vs paper {entry['reference']['RL² GRU paper']}; "
               f"{entry['train_wall_seconds']:.0f} s", flush=True)
