@@ -350,6 +350,26 @@ def _preset_arg(args: Sequence[str]) -> str | None:
     return None
 
 
+def _given(args: Sequence[str], name: str) -> bool:
+    """Whether option --NAME appears on the command line."""
+    return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
+
+
+def _saved_total_updates(values: dict[str, Any]) -> int | None:
+    """`total_updates` from the config.json of the run being resumed, if any."""
+    import json
+    import os
+
+    path = os.path.join(values["out"], "config.json")
+    if not values["resume"] or not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return int(json.load(f)["algorithm"]["config"]["total_updates"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the loop reports a bad or mismatched config clearly
+
+
 def _names_list(text: str | None) -> list[str] | None:
     """'a,b' -> [a, b]; 'none' -> []; None -> None (all)."""
     if text is None:
@@ -414,7 +434,13 @@ def train_command(args: list[str]) -> int:
     )
     values = parse_flags(rest, family_flags + algo_flags + common, prog=f"metarl train {algo_name} {family}", description=description)
     env = envs.make(family, **pick(values, family_flags))
-    algo = algos.make(algo_name, env, values["episodes"], **pick(values, algo_flags))
+    algo_values = pick(values, algo_flags)
+    algo = algos.make(algo_name, env, values["episodes"], **algo_values)
+    if "total_updates" in algo_values and not _given(rest, "total-updates"):
+        # A learning-rate schedule of `total_updates` updates (First-Explore) spans this run's --steps
+        # unless set explicitly; a resumed run keeps the schedule it started with.
+        algo_values["total_updates"] = _saved_total_updates(values) or -(-values["steps"] // algo.steps_per_update)
+        algo = algos.make(algo_name, env, values["episodes"], **algo_values)
     try:
         result = train(
             algo,

@@ -145,3 +145,16 @@ def test_take_names_validates_with_the_registry():
     assert family == "bandit" and rest == ["--arms", "3"]
     with pytest.raises(envs.registry.ConfigError, match="missing FAMILY"):
         cli.take_names(["--arms", "3"], ["FAMILY"], [envs.family_class])
+
+
+def test_first_explore_schedule_spans_the_runs_steps(capsys, tmp_path):
+    # 4 tasks x 2 episodes x 2 (explore + exploit) x 1 step = 16 env steps per update; 40 steps -> 3 updates
+    common = ["train", "first-explore", "fixed-arm-bandit", "--arms", "2", "--episodes", "2", "--preset", "fast",
+              "--batch-tasks", "4", "--hidden", "8", "--layers", "1", "--choose-k-tasks", "4", "--steps", "40",
+              "--eval-tasks", "0", "--quiet"]
+    assert cli.main(common + ["--out", str(tmp_path / "auto")]) == 0
+    capsys.readouterr()
+    assert json.load(open(tmp_path / "auto" / "config.json"))["algorithm"]["config"]["total_updates"] == 3
+    # an explicit --total-updates wins (checked on the parser's helper; a second run would recompile)
+    assert cli._given(["--total-updates", "50"], "total-updates") and cli._given(["--total-updates=5"], "total-updates")
+    assert not cli._given(["--total-updates-x", "5"], "total-updates")
