@@ -337,8 +337,8 @@ def _train_flags(has_presets: bool) -> list[Flag]:
 
 
 def _presets(algo_cls) -> dict[str, Any]:
-    """The algorithm's named configs: a `PRESETS` dict in its module, if any."""
-    return dict(getattr(sys.modules.get(algo_cls.__module__), "PRESETS", None) or {})
+    """The algorithm's named configs (its `presets` class attribute)."""
+    return dict(getattr(algo_cls, "presets", None) or {})
 
 
 def _preset_arg(args: Sequence[str]) -> str | None:

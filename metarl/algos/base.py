@@ -26,6 +26,7 @@ from metarl.errors import ConfigError
 class Algorithm:
     name: ClassVar[str] = ""
     Config: ClassVar[type] = type(None)  # each algorithm sets its config dataclass
+    presets: ClassVar[dict[str, Any]] = {}  #: named configs (`--preset NAME`), each a `Config`
 
     env: Environment
     episodes: int

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -280,6 +280,7 @@ class FirstExplore(Algorithm):
 
     name = "first-explore"
     Config = FirstExploreConfig
+    presets: ClassVar[dict[str, FirstExploreConfig]] = PRESETS  #: named configs ("reference", "reference-room", "fast")
 
     env: Environment
     episodes: int
