@@ -35,7 +35,7 @@ import tokenize
 import typing
 from typing import Any, Callable, Sequence
 
-from metarl.errors import ConfigError
+from metarl.errors import ConfigError, MetarlError
 
 __all__ = ["COMMANDS", "Command", "command", "flag", "fields_to_flags", "field_docs", "parse_flags", "pick", "take_names", "main"]
 
@@ -568,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args[0] not in COMMANDS:
             raise ConfigError(f"unknown command {args[0]!r}; valid commands: {', '.join(COMMANDS)}")
         return COMMANDS[args[0]].run(args[1:])
-    except ConfigError as error:
+    except MetarlError as error:  # ConfigError, CheckpointError, ...: one clear line, no traceback
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     except SystemExit as exit_:  # tyro's --help (0) and malformed flags (2, after its own message)
