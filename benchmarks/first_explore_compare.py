@@ -77,6 +77,8 @@ FE_CONFIG = {
 }
 FE_UPDATES = {"fixed-arm-bandit": 150, "dark-treasure-room": 400, "ray-maze": 100}
 RL2_STEPS = {"fixed-arm-bandit": 2_400_000, "dark-treasure-room": 2_400_000, "ray-maze": 1_200_000}
+#: RL²: the "fast" preset with these changes per family
+RL2_CONFIG: dict = {}
 BASELINES = {"fixed-arm-bandit": ["random", "ucb1", "thompson", "oracle"], "dark-treasure-room": ["random"], "ray-maze": ["random"]}
 METHODS = ("first-explore", "always-exploit", "rl2")
 
@@ -84,7 +86,7 @@ METHODS = ("first-explore", "always-exploit", "rl2")
 def make_algo(method, env, n, scale):
     family = env.name
     if method == "rl2":
-        cfg = dataclasses.asdict(RL2_PRESETS["fast"])
+        cfg = dict(dataclasses.asdict(RL2_PRESETS["fast"]), **RL2_CONFIG.get(family, {}))
         algo = algos.make("rl2", env, n, **cfg)
         steps = int(RL2_STEPS[family] * scale) // algo.steps_per_update * algo.steps_per_update
         return algo, max(steps, algo.steps_per_update)
@@ -115,6 +117,9 @@ def run_variant(name, seeds, scale, tasks, methods):
         result = train(algo, seeds=seeds, total_steps=steps, out_dir=out, resume=resume, eval_every=0, eval_tasks=0,
                        quiet=True, command=["python", "benchmarks/first_explore_compare.py", name])
         wall = time.perf_counter() - start
+        # training compute over every session of the run (resume-invariant), from its metrics log
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            train_seconds = sum(json.loads(line)["chunk_seconds"] for line in f)
         res = evaluation.evaluate_learned(algo, result.state, seeds, tasks, 0)
         res.name, res.label = method, f"{method} ({seeds} seeds)"
         if method != "rl2":
@@ -125,7 +130,7 @@ def run_variant(name, seeds, scale, tasks, methods):
         runs[method] = {
             "algorithm": algo.name, "config": folder.jsonable(algo.config), "env_steps_per_seed": result.env_steps,
             "updates": result.updates, "train_wall_seconds": wall, "compile_seconds": result.compile_seconds,
-            "train_seconds": result.train_seconds, "resumed": resume, "explore_episodes_k": ks,
+            "train_seconds": train_seconds, "resumed": resume, "explore_episodes_k": ks,
         }
         print(f"  {name} {method}: {result.env_steps:,} steps/seed, {wall:.0f} s, "
               f"mean total {res.returns.sum(-1).mean():.2f}" + (f", k={ks}" if ks else ""), flush=True)
@@ -168,19 +173,19 @@ def markdown(entries, meta):
         f"{meta['machine']} (JAX {meta['jax']}). Mean cumulative reward over the n episodes of a trial on 1000 held-out "
         "tasks (PRNGKey(0)), 95% Student-t interval over seeds x tasks pooled; per-seed means in brackets. "
         "Budgets are minutes per method on this CPU, orders of magnitude below the paper's (200k-1M updates); "
-        "wall times include compilation. Per-episode reward curves: `first_explore_VARIANT.png`.",
+        "training time is the summed duration of the training chunks (compilation and evaluation excluded). Per-episode reward curves: `first_explore_VARIANT.png`.",
         "",
     ]
     for e in entries:
         lines += [f"## {e['variant']} ({e['family']} {e['options']}, n = {e['episodes']}, {e['seeds']} seeds)", ""]
-        lines += ["| agent | mean cumulative reward [95% CI] | per-seed means | k | env steps/seed | train wall time |",
+        lines += ["| agent | mean cumulative reward [95% CI] | per-seed means | k | env steps/seed | training time |",
                   "|---|---|---|---|---|---|"]
         for a in e["agents"]:
             run = e["runs"].get(a["name"], {})
             seeds = ", ".join(f"{x:.1f}" for x in a.get("per_seed_mean_total_return", []))
             k = ", ".join(map(str, run["explore_episodes_k"])) if run.get("explore_episodes_k") else ""
             steps = f"{run['env_steps_per_seed']:,}" if run else ""
-            wall = f"{run['train_wall_seconds']:.0f} s" if run else ""
+            wall = f"{run['train_seconds']:.0f} s" if run else ""
             lines.append(f"| {a['label']} | {a['mean_total_return']:.2f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}] | {seeds} | "
                          f"{k} | {steps} | {wall} |")
         lines += ["", f"Paper's finding ({'First-Explore clearly above RL² and always-exploit' if e['deceptive'] else 'comparable'}): "

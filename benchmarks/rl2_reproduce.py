@@ -1,13 +1,14 @@
 """Train RL² on the settings of the RL² tables and report it beside the reference numbers.
 
 Each setting trains `--seeds` independent agents in one process (vmapped), for the setting's
-environment-step budget, with a named config (`--preset`, default "fast": the reference run's
-240,000-step updates and 12,000 updates are weeks on a 2-core CPU), then scores every seed's
+environment-step budget, with a named config (`--preset`; by default "fast" for trials of 10 steps and "fast-long" for
+trials of about 100: the reference run's 240,000-step updates and 12,000 updates are weeks on a
+2-core CPU), then scores every seed's
 agent on 1000 held-out tasks (sampled with PRNGKey(0), never trained on) beside our classical
 baselines on the same tasks. Results accumulate in benchmarks/results/rl2.json (one entry per
 setting, rewritten when the setting is rerun) and rl2.md is regenerated from all entries.
 
-    python benchmarks/rl2_reproduce.py bandit-n10-k5 mdp-n10 [--seeds 3] [--steps N] [--preset fast]
+    python benchmarks/rl2_reproduce.py bandit-n10-k5 mdp-n10 [--seeds 3] [--steps N] [--preset NAME]
     python benchmarks/rl2_reproduce.py --list
 
 Run folders go to runs/repro/SETTING (resumable: rerunning continues a killed run).
@@ -34,16 +35,16 @@ from metarl.run import evaluate_run, train  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 
-#: name -> (family, family options, episodes n, default env-step budget per seed)
+#: name -> (family, family options, episodes n, default env-step budget per seed, default preset)
 SETTINGS = {
-    "bandit-n10-k5": ("bandit", {"arms": 5}, 10, 600_000),
-    "bandit-n10-k10": ("bandit", {"arms": 10}, 10, 1_000_000),
-    "bandit-n10-k50": ("bandit", {"arms": 50}, 10, 2_000_000),
-    "bandit-n100-k5": ("bandit", {"arms": 5}, 100, 10_000_000),
-    "bandit-n100-k10": ("bandit", {"arms": 10}, 100, 15_000_000),
-    "bandit-n100-k50": ("bandit", {"arms": 50}, 100, 30_000_000),
-    "mdp-n10": ("tabular-mdp", {}, 10, 10_000_000),
-    "mdp-n25": ("tabular-mdp", {}, 25, 20_000_000),
+    "bandit-n10-k5": ("bandit", {"arms": 5}, 10, 600_000, "fast"),
+    "bandit-n10-k10": ("bandit", {"arms": 10}, 10, 1_000_000, "fast"),
+    "bandit-n10-k50": ("bandit", {"arms": 50}, 10, 2_000_000, "fast"),
+    "bandit-n100-k5": ("bandit", {"arms": 5}, 100, 4_000_000, "fast-long"),
+    "bandit-n100-k10": ("bandit", {"arms": 10}, 100, 6_000_000, "fast-long"),
+    "bandit-n100-k50": ("bandit", {"arms": 50}, 100, 10_000_000, "fast-long"),
+    "mdp-n10": ("tabular-mdp", {}, 10, 3_000_000, "fast-long"),
+    "mdp-n25": ("tabular-mdp", {}, 25, 6_000_000, "fast-long"),
 }
 BANDIT_BASELINES = ["random", "gittins", "ucb1", "thompson"]
 MDP_BASELINES = ["random", "psrl", "opsrl", "ucrl2", "beb"]
@@ -75,8 +76,9 @@ def learning_curve(out, target):
 
 
 def run_setting(name, seeds, steps, preset, tasks, eval_points=10):
-    family, options, n, default_steps = SETTINGS[name]
+    family, options, n, default_steps, default_preset = SETTINGS[name]
     steps = steps or default_steps
+    preset = preset or default_preset
     env = metarl.make(family, **options)
     config = dict(dataclass_items(algos.algorithm_class("rl2").presets[preset]))
     algo = algos.make("rl2", env, n, **config)
@@ -130,8 +132,8 @@ def markdown(entries, meta):
         "evaluated on 1000 held-out tasks (PRNGKey(0)) with the same evaluator as our baselines. RL²'s interval is "
         "the 95% t-interval over per-seed means; baselines' over tasks.",
         "",
-        "| setting | RL² ours (seeds) | RL² paper | RL² re-impl | best baseline (ref) | our best baseline | steps/seed | train wall time | time to reference | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | RL² ours (seeds) | RL² paper | RL² re-impl | best baseline (ref) | our best baseline | preset | steps/seed | train wall time | time to reference | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         r = e["rl2"]
@@ -146,7 +148,7 @@ def markdown(entries, meta):
         lines.append(
             f"| {e['setting']} | {r['mean']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] ({e['seeds']}: {per_seed}) | {paper} | "
             f"{reimpl if reimpl is not None else '—'} | {e['reference_best_baseline']['name']} {e['reference_best_baseline']['value']} | "
-            f"{e['our_best_baseline']['name']} {e['our_best_baseline']['mean']:.2f} | {e['steps_per_seed']:,} | "
+            f"{e['our_best_baseline']['name']} {e['our_best_baseline']['mean']:.2f} | {e['preset']} | {e['steps_per_seed']:,} | "
             f"{e['train_wall_seconds']:.0f} s (compile {e['compile_seconds']:.0f} s){' resumed' if e['resumed'] else ''} | {ttt} | {verdict} |"
         )
     lines += ["", "Time to reference: training seconds (compile included, evaluations excluded) until the first "
@@ -163,13 +165,13 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="env steps per seed (default: the setting's budget)")
-    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--preset", default=None, help="named RL² config (default: the setting's)")
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--eval-points", type=int, default=10, help="held-out evaluations during training")
     args = parser.parse_args(argv)
     if args.list or not args.settings:
-        for name, (family, options, n, steps) in SETTINGS.items():
-            print(f"{name}: {family} {options} n={n}, default budget {steps:,} steps per seed")
+        for name, (family, options, n, steps, preset) in SETTINGS.items():
+            print(f"{name}: {family} {options} n={n}, default budget {steps:,} steps per seed, preset {preset}")
         return
     unknown = [s for s in args.settings if s not in SETTINGS]
     if unknown:
