@@ -105,8 +105,11 @@ class _Block(nn.Module):
         h = nn.LayerNorm(epsilon=1e-5, name="ln_attention")(x)
         qkv = _dense(3 * H, "qkv")(h).reshape(Lq, 3, self.heads, dh)
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
-        keys = keys.at[write_index].set(k)
-        values = values.at[write_index].set(v)
+        if write_index is None:  # the full-sequence forward: the new tokens are the whole context
+            keys, values = k, v
+        else:
+            keys = keys.at[write_index].set(k)
+            values = values.at[write_index].set(v)
         logits = jnp.einsum("qhd,khd->hqk", q, keys) / jnp.sqrt(jnp.float32(dh))
         logits = jnp.where(mask[None], logits, _MASKED)
         weights = jax.nn.softmax(logits, axis=-1)
@@ -154,7 +157,8 @@ class CausalTransformer(nn.Module):
         keys, values = [], []
         for layer in range(self.layers):
             block = _Block(self.hidden, self.heads, self.mlp_ratio, name=f"block_{layer}")
-            x, k, v = block(x, cache.keys[layer], cache.values[layer], write_index, mask)
+            layer_keys, layer_values = (None, None) if cache is None else (cache.keys[layer], cache.values[layer])
+            x, k, v = block(x, layer_keys, layer_values, write_index, mask)
             keys.append(k)
             values.append(v)
         x = nn.LayerNorm(epsilon=1e-5, name="ln_final")(x)
@@ -169,8 +173,7 @@ class CausalTransformer(nn.Module):
 def forward(net: CausalTransformer, params: Any, tokens: Tokens, mask: jax.Array):
     """The full-sequence forward: L tokens, mask [L, L] -> (explore_logits [L, A],
     exploit_logits [L, A])."""
-    L = tokens.action.shape[0]
-    explore_logits, exploit_logits, _ = net.apply(params, tokens, net.empty_cache(L), jnp.arange(L), mask)
+    explore_logits, exploit_logits, _ = net.apply(params, tokens, None, None, mask)
     return explore_logits, exploit_logits
 
 
