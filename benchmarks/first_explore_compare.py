@@ -71,14 +71,14 @@ VARIANTS = {
 #: Per family: First-Explore's config (both FE and always-exploit), its number of updates, and RL²'s
 #: env-step budget. Sized so that each method trains in a few minutes on a 2-core CPU.
 FE_CONFIG = {
-    "fixed-arm-bandit": dict(hidden=32, heads=2, layers=2, batch_tasks=128, lr=1e-3, refresh_every=25),
-    "dark-treasure-room": dict(hidden=64, heads=2, layers=2, batch_tasks=128, lr=1e-3, refresh_every=50),
-    "ray-maze": dict(hidden=64, heads=2, layers=2, batch_tasks=64, lr=1e-3, refresh_every=25),
+    "fixed-arm-bandit": dict(hidden=32, heads=2, layers=2, batch_tasks=64, lr=1e-3, refresh_every=20),
+    "dark-treasure-room": dict(hidden=64, heads=2, layers=2, batch_tasks=128, lr=1e-3, refresh_every=30),
+    "ray-maze": dict(hidden=64, heads=2, layers=2, batch_tasks=64, lr=1e-3, refresh_every=10),
 }
-FE_UPDATES = {"fixed-arm-bandit": 150, "dark-treasure-room": 400, "ray-maze": 100}
-RL2_STEPS = {"fixed-arm-bandit": 2_400_000, "dark-treasure-room": 2_400_000, "ray-maze": 1_200_000}
-#: RL²: the "fast" preset with these changes per family
-RL2_CONFIG: dict = {}
+FE_UPDATES = {"fixed-arm-bandit": 60, "dark-treasure-room": 150, "ray-maze": 40}
+RL2_STEPS = {"fixed-arm-bandit": 1_200_000, "dark-treasure-room": 1_200_000, "ray-maze": 1_200_000}
+#: RL²'s preset per family (its trials are 90-200 steps long: "fast-long")
+RL2_PRESET = {"fixed-arm-bandit": "fast-long", "dark-treasure-room": "fast-long", "ray-maze": "fast-long"}
 BASELINES = {"fixed-arm-bandit": ["random", "ucb1", "thompson", "oracle"], "dark-treasure-room": ["random"], "ray-maze": ["random"]}
 METHODS = ("first-explore", "always-exploit", "rl2")
 
@@ -86,7 +86,7 @@ METHODS = ("first-explore", "always-exploit", "rl2")
 def make_algo(method, env, n, scale):
     family = env.name
     if method == "rl2":
-        cfg = dict(dataclasses.asdict(RL2_PRESETS["fast"]), **RL2_CONFIG.get(family, {}))
+        cfg = dataclasses.asdict(RL2_PRESETS[RL2_PRESET[family]])
         algo = algos.make("rl2", env, n, **cfg)
         steps = int(RL2_STEPS[family] * scale) // algo.steps_per_update * algo.steps_per_update
         return algo, max(steps, algo.steps_per_update)
