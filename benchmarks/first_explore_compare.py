@@ -117,6 +117,8 @@ def run_variant(name, seeds, scale, tasks, methods):
         result = train(algo, seeds=seeds, total_steps=steps, out_dir=out, resume=resume, eval_every=0, eval_tasks=0,
                        quiet=True, command=["python", "benchmarks/first_explore_compare.py", name])
         wall = time.perf_counter() - start
+        if result.interrupted:  # stopped by a signal: record nothing (rerun the same command to resume)
+            sys.exit(f"stopped; {out} resumes when this command is run again")
         # training compute over every session of the run (resume-invariant), from its metrics log
         with open(os.path.join(out, "metrics.jsonl")) as f:
             train_seconds = sum(json.loads(line)["chunk_seconds"] for line in f)

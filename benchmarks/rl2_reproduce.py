@@ -91,6 +91,8 @@ def run_setting(name, seeds, steps, preset, tasks, eval_points=10):
     result = train(algo, seeds=seeds, total_steps=steps, out_dir=out, resume=resume, eval_every=every, eval_tasks=tasks,
                    eval_seed=0, eval_baselines=[], quiet=True, command=["python", "benchmarks/rl2_reproduce.py", name])
     train_wall = time.perf_counter() - start
+    if result.interrupted:  # stopped by a signal: record nothing (rerun the same command to resume)
+        sys.exit(f"stopped; {out} resumes when this command is run again")
     names = BANDIT_BASELINES if family == "bandit" else MDP_BASELINES
     summary = evaluate_run(out, tasks=tasks, seed=0, baselines=names)
     agents = {a["name"]: a for a in summary["agents"]}
