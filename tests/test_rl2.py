@@ -242,3 +242,12 @@ def test_gru_layer_backward_matches_autodiff(layer_norm):
         xp = (xr - mean) * jax.lax.rsqrt(jnp.square(xr - mean).mean(-1, keepdims=True) + 1e-5) * x_scale + x_bias
         np.testing.assert_allclose(gru_layer(True, 1, *params, x, h0, reset)[1],
                                    gru_recurrence(True, w_h, h_scale, h_bias, xp, h0, reset)[1], rtol=1e-5, atol=1e-6)
+
+
+def test_derived_trials_round_to_whole_minibatches():
+    room = metarl.make("dark-treasure-room")  # trials of 10 x 9 = 90 steps
+    # 12,000 steps would be 133 trials, not a whole number of 20-trial minibatches: 140 = 7 x 20
+    algo = make("rl2", room, 10, steps_per_update=12_000, minibatch_trials=20)
+    assert (algo.trials_per_update, algo.num_minibatches, algo.steps_per_update) == (140, 7, 12_600)
+    # a whole number of minibatches is kept as it is (one minibatch of 120 trials)
+    assert make("rl2", BANDIT2, 100, steps_per_update=12_000, minibatch_trials=100).trials_per_update == 120

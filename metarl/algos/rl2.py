@@ -215,7 +215,12 @@ class RL2(Algorithm):
         c = self.config
         if c.trials_per_update is not None:
             return c.trials_per_update
-        return max(1, round(c.steps_per_update / self.trial_steps))
+        trials = max(1, round(c.steps_per_update / self.trial_steps))
+        if c.minibatches is None and trials % max(1, trials // c.minibatch_trials):
+            # derived from steps_per_update and not a whole number of minibatches: round to the
+            # nearest multiple of minibatch_trials
+            trials = max(1, round(trials / c.minibatch_trials)) * c.minibatch_trials
+        return trials
 
     @property
     def num_minibatches(self) -> int:
