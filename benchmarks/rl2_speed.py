@@ -3,6 +3,15 @@ networks, Bernoulli bandit k=5, trials of 100 pulls, 240,000 steps per update, 8
 minibatches of 60 trials) on this machine's CPU.
 
     python benchmarks/rl2_speed.py [--updates 2] [--steps-per-update 240000] [--out benchmarks/results]
+    METARL_HOST_DEVICES=2 python benchmarks/rl2_speed.py --devices 2 --tag _dev2   # data parallel
+    METARL_HOST_DEVICES=2 python benchmarks/rl2_speed.py --compare-devices 1,2     # interleaved A/B
+
+`--devices N` runs `RL2Config(devices=N)`: every rollout and PPO minibatch split over N JAX devices;
+on a CPU that needs N host devices, i.e. METARL_HOST_DEVICES=N in the environment (this script sets
+it from --devices / --compare-devices itself when it is not set, before JAX starts).
+`--compare-devices 1,2` times the device counts given alternately in one process (A, B, A, B, ...:
+on a shared machine the load changes over time, so only interleaved runs compare fairly) and prints
+the min wall and CPU time of each and their ratios; it writes nothing.
 
 Reports environment steps per second *including learning* (one `update` = rollout + GAE + 8
 epochs of PPO), the time split between the rollout and the learning, an estimate of the
@@ -17,13 +26,33 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
 
-import metarl
-from metarl.algos.rl2 import RL2, RL2Config
+def _wanted_devices(argv: list[str]) -> int:
+    """The most devices --devices / --compare-devices ask for (read before JAX starts)."""
+    wanted = 1
+    for i, arg in enumerate(argv):
+        for flag in ("--devices", "--compare-devices"):
+            if arg == flag and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(flag + "="):
+                value = arg.split("=", 1)[1]
+            else:
+                continue
+            wanted = max([wanted] + [int(v) for v in value.split(",") if v.strip().isdigit()])
+    return wanted
+
+
+if _wanted_devices(sys.argv[1:]) > 1:  # must precede the first JAX computation (metarl reads it)
+    os.environ.setdefault("METARL_HOST_DEVICES", str(_wanted_devices(sys.argv[1:])))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import metarl  # noqa: E402
+from metarl.algos.rl2 import RL2, RL2Config  # noqa: E402
 
 #: The PyTorch re-implementation's training throughput at this size (steps/s), and the bar.
 REFERENCE_STEPS_PER_S = 1_100
@@ -53,6 +82,35 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def compare_devices(env, args, device_counts: list[int]) -> None:
+    """Interleaved A/B: one jitted update per device count, timed alternately `--updates` times."""
+    variants = []
+    for devices in device_counts:
+        config = RL2Config(steps_per_update=args.steps_per_update, minibatch_trials=args.minibatch_trials, devices=devices)
+        algo = RL2(env, args.episodes, config)
+        update = jax.jit(algo.update)
+        ts = algo.init(jax.random.key(0))
+        jax.block_until_ready(update(ts))  # compile and warm up
+        variants.append((devices, algo, update, ts))
+    print(f"{variants[0][1].steps_per_update} steps/update, minibatches of {variants[0][1].minibatch_size} trials", flush=True)
+    times = {d: [] for d in device_counts}
+    for _ in range(args.updates):
+        for devices, algo, update, ts in variants:
+            load = os.getloadavg()[0]
+            t0, c0 = time.perf_counter(), time.process_time()
+            jax.block_until_ready(update(ts))
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            times[devices].append((wall, cpu))
+            print(f"devices={devices}: {algo.steps_per_update / wall:,.0f} steps/s, wall {wall:.1f} s, cpu {cpu:.1f} s "
+                  f"(cores busy {cpu / wall:.2f}), load average {load:.1f}", flush=True)
+    base = device_counts[0]
+    best = {d: (min(w for w, _ in t), min(c for _, c in t)) for d, t in times.items()}
+    for d in device_counts:
+        print(f"devices={d}: min wall {best[d][0]:.1f} s, min cpu {best[d][1]:.1f} s; "
+              f"wall ratio devices={base}/devices={d}: {best[base][0] / best[d][0]:.2f}x, "
+              f"cpu ratio: {best[base][1] / best[d][1]:.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--updates", type=int, default=2, help="timed updates (after one warm-up)")
@@ -61,17 +119,23 @@ def main():
     parser.add_argument("--arms", type=int, default=5)
     parser.add_argument("--minibatch-trials", type=int, default=60,
                         help="60 = the reference's per-process minibatch; 480 = its effective (8 MPI processes) one")
+    parser.add_argument("--devices", type=int, default=1, help="split the trials over this many devices (RL2Config.devices)")
+    parser.add_argument("--compare-devices", default="",
+                        help="comma-separated device counts to time alternately in one process (A/B); writes nothing")
     parser.add_argument("--tag", default="", help="suffix of the output files")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
     env = metarl.make("bandit", arms=args.arms)
-    config = RL2Config(steps_per_update=args.steps_per_update, minibatch_trials=args.minibatch_trials)
+    if args.compare_devices:
+        compare_devices(env, args, [int(d) for d in args.compare_devices.split(",")])
+        return
+    config = RL2Config(steps_per_update=args.steps_per_update, minibatch_trials=args.minibatch_trials, devices=args.devices)
     algo = RL2(env, args.episodes, config)
     print(f"RL² {config.core.upper()} {config.hidden}, {algo.trials_per_update} trials x {algo.trial_steps} steps "
           f"= {algo.steps_per_update} steps/update, {algo.num_minibatches} minibatches x {algo.minibatch_size} trials, "
-          f"{config.epochs} epochs", flush=True)
+          f"{config.epochs} epochs, {config.devices} device(s)", flush=True)
     load_before = os.getloadavg()
 
     ts = algo.init(jax.random.key(0))
@@ -107,7 +171,7 @@ def main():
             "env": env.describe(), "episodes": args.episodes, "core": config.core, "hidden": config.hidden,
             "shared": config.shared, "layer_norm": config.layer_norm, "steps_per_update": algo.steps_per_update,
             "trials_per_update": algo.trials_per_update, "minibatch_trials": algo.minibatch_size,
-            "minibatches": algo.num_minibatches, "epochs": config.epochs,
+            "minibatches": algo.num_minibatches, "epochs": config.epochs, "devices": config.devices,
         },
         "steps_per_s": steps_per_s,
         "update_s": update_s,
@@ -143,7 +207,8 @@ def main():
 
 Setting: {s['env']}, trials of {s['episodes']} pulls, {s['core'].upper()} {s['hidden']} + LayerNorm,
 {'shared' if s['shared'] else 'separate'} policy and value networks, {s['steps_per_update']:,} steps per update
-({s['trials_per_update']} trials), {s['epochs']} epochs x {s['minibatches']} minibatches of {s['minibatch_trials']} trials.
+({s['trials_per_update']} trials), {s['epochs']} epochs x {s['minibatches']} minibatches of {s['minibatch_trials']} trials,
+{s['devices']} device(s).
 Machine: {result['machine']['cpu']}, {result['machine']['cpus']} CPUs, jax {jax.__version__};
 load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (other processes shared the CPU when > ~1).
 
@@ -162,7 +227,7 @@ load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (other proce
 | GFLOP/s in learning (estimate) | {result['learning_gflop_per_s']:.1f} |
 | compile (s) | {compile_s:.1f} |
 
-Regenerate: `python benchmarks/rl2_speed.py --updates {args.updates} --minibatch-trials {s['minibatch_trials']}{' --tag ' + args.tag if args.tag else ''}`.
+Regenerate: `{'METARL_HOST_DEVICES=' + str(s['devices']) + ' ' if s['devices'] > 1 else ''}python benchmarks/rl2_speed.py --updates {args.updates} --minibatch-trials {s['minibatch_trials']}{' --devices ' + str(s['devices']) if s['devices'] > 1 else ''}{' --tag ' + args.tag if args.tag else ''}`.
 
 Where the time goes (jax.profiler trace of one 60-trial PPO minibatch step, see the commit log):
 before the fused GRU layer about half of it was memory-bound work on [T, N, B, 3H] = 37 MB arrays

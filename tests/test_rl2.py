@@ -117,7 +117,8 @@ def test_gru_hand_written_backward_matches_autodiff(layer_norm):
 @pytest.mark.parametrize(
     "field, value",
     [("core", "rnn"), ("hidden", 0), ("gamma", 1.5), ("gae_lambda", -0.1), ("lr", 0.0), ("epochs", 0),
-     ("clip_eps", 0.0), ("minibatch_trials", 0), ("trials_per_update", 0), ("shared", "yes"), ("ent_coef", float("nan"))],
+     ("clip_eps", 0.0), ("minibatch_trials", 0), ("trials_per_update", 0), ("shared", "yes"), ("ent_coef", float("nan")),
+     ("devices", 0)],
 )
 def test_bad_config_raises(field, value):
     with pytest.raises(ConfigError, match=field):
@@ -129,6 +130,42 @@ def test_bad_options_raise():
         make("rl2", BANDIT2, 10, hiden=8)
     with pytest.raises(ConfigError, match="multiple of the number of minibatches"):
         make("rl2", BANDIT2, 10, trials_per_update=10, minibatches=3)
+
+
+def test_data_parallel_config_errors():
+    with pytest.raises(ConfigError, match="split evenly over devices=2"):
+        make("rl2", BANDIT2, 10, trials_per_update=10, minibatches=2, devices=2)
+    if len(jax.devices()) < 2:  # the usual test process: one CPU device
+        algo = make("rl2", BANDIT2, 10, trials_per_update=8, minibatches=2, devices=2)
+        with pytest.raises(ConfigError, match="METARL_HOST_DEVICES=2"):
+            algo.update(algo.init(jax.random.key(0)))
+
+
+_DATA_PARALLEL_CHECK = """
+import jax, numpy as np
+import metarl
+from metarl.algos import make
+assert len(jax.devices()) == 2, jax.devices()
+small = dict(hidden=8, trials_per_update=8, minibatches=2, epochs=2, lr=3e-3, normalize_advantages=True)
+one, two = (make("rl2", metarl.make("bandit", arms=3), 4, devices=d, **small) for d in (1, 2))
+close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+keys = jax.random.split(jax.random.key(1), 2)  # two seeds, vmapped
+jax.tree.map(close, jax.jit(jax.vmap(one.update))(jax.vmap(one.init)(keys)), jax.jit(jax.vmap(two.update))(jax.vmap(two.init)(keys)))
+print("ok")
+"""
+
+
+def test_data_parallel_matches_one_device():
+    """devices=2 (two host CPU devices, METARL_HOST_DEVICES=2: needs its own process) computes the
+    same update (rollout, standardised advantages, gradients, metrics) as one device."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, METARL_HOST_DEVICES="2", JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-c", _DATA_PARALLEL_CHECK], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
 def test_reference_sizes():

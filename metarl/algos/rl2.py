@@ -10,6 +10,12 @@ over the trial's steps, vmapped over trials), GAE, then `epochs` passes of `mini
 minibatches (of whole trials, recomputing the recurrent states from the trial start) — all one
 jittable, vmappable (over seeds) function.
 
+Data parallelism (speed only, opt-in): `devices=N` splits every rollout and every PPO minibatch's
+trials over N JAX devices (`shard_map`; gradients and statistics averaged with `pmean`), the same
+computation as one device up to the order of floating-point sums. On a CPU, make N host devices by
+setting `METARL_HOST_DEVICES=N` before starting Python (see `metarl/__init__.py`), e.g.
+`METARL_HOST_DEVICES=2 metarl train rl2 bandit ... --devices 2`.
+
 Defaults reproduce the PyTorch re-implementation's run (docs: rl2_tables.md): GRU 256 with
 LayerNorm, separate policy and value networks, clip 0.1, entropy 0.01, gamma 0.99, GAE lambda 0.3,
 8 epochs, AdamW lr 2e-4 (eps 1e-5) weight decay 0.01 on weight matrices only, no advantage
@@ -26,12 +32,14 @@ optimiser steps saw 8 process-minibatches of 60 trials; ours sees one minibatch 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from metarl.agents import Agent
 from metarl.algos.base import Algorithm, register
@@ -43,6 +51,9 @@ from metarl.ops.gae import generalized_advantage_estimation, trial_discounts
 from metarl.ops.ppo import clipped_value_loss, entropy_from_logits, ppo_clipped_policy_loss
 
 CORES = ("gru", "lstm")
+
+#: The mesh axis that `RL2Config.devices` > 1 splits trials over.
+BATCH_AXIS = "trials"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +81,7 @@ class RL2Config:
     ent_coef: float = 0.01  #: entropy bonus coefficient
     vf_coef: float = 1.0  #: value loss coefficient
     normalize_advantages: bool = False  #: standardise advantages within each minibatch
+    devices: int = 1  #: split every rollout and PPO minibatch over this many devices (speed only)
 
     def __post_init__(self):
         o = "rl2"
@@ -94,6 +106,7 @@ class RL2Config:
         check_float(o, "value_clip_eps", self.value_clip_eps, low=0.0)
         check_float(o, "ent_coef", self.ent_coef, low=0.0)
         check_float(o, "vf_coef", self.vf_coef, low=0.0)
+        check_int(o, "devices", self.devices, low=1)
 
 
 #: Named configurations. "reference": the PyTorch re-implementation's run. "fast": what trains
@@ -200,6 +213,11 @@ class RL2(Algorithm):
                 f"minibatches ({self.num_minibatches}); change trials_per_update/steps_per_update or "
                 f"minibatches/minibatch_trials"
             )
+        if self.minibatch_size % self.config.devices:
+            raise ConfigError(
+                f"rl2: the minibatch of {self.minibatch_size} trials must split evenly over devices="
+                f"{self.config.devices}; change minibatch_trials/minibatches or devices"
+            )
 
     # --- derived sizes ------------------------------------------------------------------------
     @property
@@ -250,6 +268,21 @@ class RL2(Algorithm):
         adamw = optax.adamw(c.lr, eps=c.adam_eps, weight_decay=c.weight_decay, mask=decay_mask)
         return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), adamw) if c.max_grad_norm > 0 else adamw
 
+    def mesh(self) -> Mesh | None:
+        """The 1-D device mesh (axis `BATCH_AXIS`) that `config.devices` > 1 splits trials over;
+        None for one device. Raises `ConfigError` if JAX has fewer devices."""
+        wanted = self.config.devices
+        if wanted == 1:
+            return None
+        devices = jax.devices()
+        if len(devices) < wanted:
+            raise ConfigError(
+                f"rl2: devices={wanted} but JAX has {len(devices)} {devices[0].platform} device(s); on a CPU "
+                f"set METARL_HOST_DEVICES={wanted} in the environment before starting Python (or XLA_FLAGS="
+                f"--xla_force_host_platform_device_count={wanted} before JAX starts), or use devices=1"
+            )
+        return jax.make_mesh((wanted,), (BATCH_AXIS,), axis_types=(AxisType.Auto,), devices=devices[:wanted])
+
     # --- the interface ------------------------------------------------------------------------
     def agent(self) -> RL2Agent:
         c = self.config
@@ -278,10 +311,18 @@ class RL2(Algorithm):
 
     def rollout(self, params: Any, key: jax.Array) -> dict[str, Any]:
         """`trials_per_update` whole trials on fresh tasks. Returns time-major [T, B] arrays:
-        timestep (what the agent saw), action, logp, value, reward, valid, trial_done."""
+        timestep (what the agent saw), action, logp, value, reward, valid, trial_done.
+
+        With `config.devices` > 1 the trials are split over the devices (XLA partitions the scan;
+        the random numbers are the same as on one device, as JAX's default threefry PRNG is
+        partitionable)."""
         net, trial, B = self.network, self.trial, self.trials_per_update
         key_reset, key_steps = jax.random.split(key)
         timestep, state = jax.vmap(trial.reset)(jax.random.split(key_reset, B))
+        mesh = self.mesh()
+        if mesh is not None:  # lay out the per-trial state [B, ...] split over the devices
+            by_trial = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
+            timestep, state = jax.lax.with_sharding_constraint((timestep, state), by_trial)
 
         def body(loop, key_t):
             timestep, state, carry = loop
@@ -301,22 +342,32 @@ class RL2(Algorithm):
             }
             return (next_timestep, state, carry), out
 
-        init = (timestep, state, net.initial_carry((B,)))
+        carry = net.initial_carry((B,))
+        if mesh is not None:  # [num_cores, B, H]
+            carry = jax.lax.with_sharding_constraint(carry, NamedSharding(mesh, PartitionSpec(None, BATCH_AXIS)))
+        init = (timestep, state, carry)
         _, batch = jax.lax.scan(body, init, jax.random.split(key_steps, self.trial_steps))
         return batch
 
-    def _loss(self, params: Any, mb: dict[str, Any]):
+    def _loss(self, params: Any, mb: dict[str, Any], axis_name: str | None = None):
+        """PPO loss of a minibatch (time-major [T, b] arrays) and its statistics: means over its
+        trials. With `axis_name` (inside `shard_map`) `mb` is this device's part of the minibatch:
+        the advantage standardisation then uses the whole minibatch's statistics, but the loss and
+        statistics are this part's means (equal parts: their mean over devices is the whole's)."""
         c, net = self.config, self.network
+        total_sum = (lambda v: jax.lax.psum(jnp.sum(v), axis_name)) if axis_name else jnp.sum  # noqa: E731
         carry = net.initial_carry((mb["action"].shape[1],))
+        if axis_name:  # a per-device value inside shard_map, like the data it meets in the scan
+            carry = jax.lax.pcast(carry, axis_name, to="varying")
         _, logits, values = net.apply(params, carry, mb["timestep"])  # [T, b, A], [T, b]
         logp_all = jax.nn.log_softmax(logits)
         logp = jnp.take_along_axis(logp_all, mb["action"][..., None], axis=-1)[..., 0]
         mask = mb["valid"].astype(jnp.float32)
         adv = mb["advantage"]
         if c.normalize_advantages:
-            n = jnp.maximum(jnp.sum(mask), 1.0)
-            mean = jnp.sum(adv * mask) / n
-            std = jnp.sqrt(jnp.sum(jnp.square(adv - mean) * mask) / n)
+            n = jnp.maximum(total_sum(mask), 1.0)
+            mean = total_sum(adv * mask) / n
+            std = jnp.sqrt(total_sum(jnp.square(adv - mean) * mask) / n)
             adv = (adv - mean) / (std + 1e-8)
         over_trials = lambda f, *xs: jax.vmap(f, in_axes=1)(*xs)  # noqa: E731  time-major -> per trial
         pg_loss, aux = over_trials(lambda lp, lo, a, m: ppo_clipped_policy_loss(lp, lo, a, c.clip_eps, m), logp, mb["logp"], adv, mask)
@@ -333,6 +384,25 @@ class RL2(Algorithm):
             "clip_fraction": jnp.mean(aux["clip_fraction"]),
         }
         return total, stats
+
+    def _loss_and_grad(self):
+        """(params, minibatch) -> ((loss, stats), gradient). With `config.devices` > 1: data
+        parallel, each device differentiates the loss of its b / devices trials and the gradients
+        and statistics are averaged over the devices (the same maths as one device, up to the
+        order of floating-point sums)."""
+        mesh = self.mesh()
+        if mesh is None:
+            return jax.value_and_grad(self._loss, has_aux=True)
+        local_grad = jax.value_and_grad(functools.partial(self._loss, axis_name=BATCH_AXIS), has_aux=True)
+
+        def device_part(params, mb):
+            # The parameters are replicated; mark them per-device so that the gradient is this
+            # device's own (no implicit sum over devices), then average explicitly.
+            params = jax.lax.pcast(params, BATCH_AXIS, to="varying")
+            return jax.lax.pmean(local_grad(params, mb), BATCH_AXIS)
+
+        by_trial = PartitionSpec(None, BATCH_AXIS)  # time-major [T, b, ...]: split the trials
+        return jax.shard_map(device_part, mesh=mesh, in_specs=(PartitionSpec(), by_trial), out_specs=PartitionSpec())
 
     def update(self, train_state: RL2TrainState) -> tuple[RL2TrainState, dict[str, jax.Array]]:
         c = self.config
@@ -351,7 +421,7 @@ class RL2(Algorithm):
         data["target"] = advantage + batch["value"]
 
         optimizer = self.optimizer()
-        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+        grad_fn = self._loss_and_grad()
 
         def minibatch_step(carry, mb):
             params, opt_state = carry
