@@ -227,7 +227,7 @@ load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (other proce
 | GFLOP/s in learning (estimate) | {result['learning_gflop_per_s']:.1f} |
 | compile (s) | {compile_s:.1f} |
 
-Regenerate: `{'METARL_HOST_DEVICES=' + str(s['devices']) + ' ' if s['devices'] > 1 else ''}python benchmarks/rl2_speed.py --updates {args.updates} --minibatch-trials {s['minibatch_trials']}{' --devices ' + str(s['devices']) if s['devices'] > 1 else ''}{' --tag ' + args.tag if args.tag else ''}`.
+Regenerate: `{'METARL_HOST_DEVICES=' + str(s['devices']) + ' ' if s['devices'] > 1 else ''}python benchmarks/rl2_speed.py --updates {args.updates}{' --steps-per-update ' + str(args.steps_per_update) if args.steps_per_update != 240_000 else ''} --minibatch-trials {s['minibatch_trials']}{' --devices ' + str(s['devices']) if s['devices'] > 1 else ''}{' --tag ' + args.tag if args.tag else ''}`.
 
 Where the time goes (jax.profiler trace of one 60-trial PPO minibatch step, see the commit log):
 before the fused GRU layer about half of it was memory-bound work on [T, N, B, 3H] = 37 MB arrays
