@@ -54,6 +54,22 @@ def test_self_imitation_weights_by_hand(jit):
     np.testing.assert_allclose(explore_w, [1, 1.3])
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_self_imitation_weights_bandit_rule_by_hand(jit):
+    """The reference bandit run's rule: best = best earlier EXPLORE return (from minus infinity);
+    exploit i must reach max(best, explore i), explore i is credited when exploit i beats best."""
+    f = jax.jit(self_imitation_weights, static_argnums=(2, 3, 4)) if jit else self_imitation_weights
+    # best before each pair: -inf, 1, 1, 3; context best (with explore i): 1, 1, 3, 3
+    # exploit: .5 < 1 no, 2 >= 1, 2 < 3 no, 3 >= 3; explore: .5 > -inf, 2 > 1, 2 > 1, 3 > 3 no
+    explore_w, exploit_w = f(EXPLORE, EXPLOIT, None, False, "explore")
+    np.testing.assert_array_equal(exploit_w, [0, 1, 0, 1])
+    np.testing.assert_array_equal(explore_w, [1, 1, 1, 0])
+    # weighted: exploit factors 1 + 2 - 1 = 2 and 1 + 3 - 3 = 1; explore: 1 (infinite best), 2, 2
+    explore_w, exploit_w = f(EXPLORE, EXPLOIT, None, True, "explore")
+    np.testing.assert_allclose(exploit_w, [0, 2, 0, 1])
+    np.testing.assert_allclose(explore_w, [1, 2, 2, 0])
+
+
 def test_always_exploit_weights_by_hand():
     returns = jnp.array([0.5, 0.2, 0.7, 0.7])
     # best before: 0, .5, .5, .7 -> .5 >= 0, .2 < .5, .7 >= .5, .7 >= .7
@@ -162,6 +178,8 @@ BANDIT2 = metarl.make("fixed-arm-bandit", arms=2)
         dict(initial_best=float("inf")),
         dict(weighted="yes"),
         dict(always_exploit=1),
+        dict(rollout_epsilon=1.5),
+        dict(best="exploit"),
         dict(no_such_option=3),
     ],
 )

@@ -287,6 +287,32 @@ def test_bad_run_folders_and_mismatched_resume(tmp_path):
         train(make_algo(), seeds=1, total_steps=SPU, out_dir=str(tmp_path / "y"), eval_baselines=["psrl"], **QUIET)
 
 
+def test_execution_only_fields_are_outside_the_identity(tmp_path):
+    """`devices` changes how an update is laid out, not what it computes: a run resumes whatever
+    its saved `devices` (or from before the field existed), and checkpoints hashed with it load."""
+    base = {"algorithm": {"name": "rl2", "config": {"lr": 1e-3}}, "family": {"name": "bandit", "options": {}},
+            "episodes": 10, "seeds": 1, "seed": 0}
+    with_devices = json.loads(json.dumps(base))
+    with_devices["algorithm"]["config"]["devices"] = 2
+    assert folder.config_hash(with_devices) == folder.config_hash(base)
+    hashes = folder.config_hashes(with_devices)
+    assert hashes[0] == folder.config_hash(base) and len(hashes) == 2  # the second: hashed with devices
+    assert folder.config_hashes(base) == (folder.config_hash(base),)
+    other = json.loads(json.dumps(base))
+    other["algorithm"]["config"]["lr"] = 2e-3
+    assert folder.config_hash(other) != folder.config_hash(base)
+    # a saved run whose config names devices resumes under a config without them
+    out = str(tmp_path / "run")
+    train(make_algo(), seeds=1, total_steps=2 * SPU, out_dir=out, eval_every=0, **QUIET)
+    path = os.path.join(out, "config.json")
+    saved = json.load(open(path))
+    saved["algorithm"]["config"]["devices"] = 3
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    resumed = train(make_algo(), seeds=1, total_steps=4 * SPU, out_dir=out, resume=True, eval_every=0, **QUIET)
+    assert resumed.updates == 4
+
+
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     out = str(tmp_path / "run")
     with pytest.raises(TrainingDiverged, match=r"non-finite loss metric\(s\) loss in seed 0 at update 8 ") as err:

@@ -68,6 +68,8 @@ class FirstExploreConfig:
     grad_clip: float = 0.25  #: clip every gradient element to [-c, c] (optax.clip, as the reference); 0: off
     refresh_every: int = 10_000  #: copy the parameters into the rollout parameters every this many updates; uniformly random rollouts before the first copy
     rollout_temperature: float = 1.0  #: the rollout policy's logits are multiplied by this after the first refresh
+    rollout_epsilon: float = 0.0  #: rollouts act uniformly at random with this probability (the reference bandit run: 0.05)
+    best: str = "all"  #: "all": best so far over earlier explore and exploit episodes (treasure-room rule); "explore": over explore episodes only (bandit rule)
     weighted: bool = True  #: scale the self-imitation weights by 1 + (return - best so far)
     initial_best: float | None = 0.0  #: best-so-far return before a task's first episode (None: minus infinity)
     always_exploit: bool = False  #: the always-exploit control: one exploit policy whose own episodes form the context
@@ -88,6 +90,8 @@ class FirstExploreConfig:
         check_float(o, "grad_clip", self.grad_clip, low=0.0)
         check_int(o, "refresh_every", self.refresh_every, low=1)
         check_float(o, "rollout_temperature", self.rollout_temperature, low=0.0)
+        check_float(o, "rollout_epsilon", self.rollout_epsilon, low=0.0, high=1.0)
+        check(self.best in ("all", "explore"), f"{o}: best must be 'all' or 'explore', got {self.best!r}")
         for name in ("weighted", "always_exploit", "greedy"):
             check(isinstance(getattr(self, name), bool), f"{o}: {name} must be true or false, got {getattr(self, name)!r}")
         if self.initial_best is not None:
@@ -99,13 +103,20 @@ class FirstExploreConfig:
         return int(self.total_updates * self.warmup_fraction)
 
 
-#: Named configurations. "reference": the bandit run; "reference-room": the treasure room and maze
-#: runs; "fast": small enough to learn the 2-arm fixed-arm bandit on a small CPU in about a minute.
+#: Named configurations. "reference": the reference bandit run (on-policy rollouts with 5% random
+#: actions, unweighted, best over explore episodes from minus infinity); "reference-room": the
+#: treasure-room and maze runs (rollout parameters refreshed every 10k updates, uniformly random
+#: before, weighted, best over all episodes from 0); "fast": small enough to learn the 2-arm
+#: fixed-arm bandit on a small CPU in about a minute; "fast-bandit": "fast" with the bandit rule.
 PRESETS: dict[str, FirstExploreConfig] = {
-    "reference": FirstExploreConfig(),
+    "reference": FirstExploreConfig(refresh_every=1, rollout_epsilon=0.05, weighted=False, initial_best=None, best="explore"),
     "reference-room": FirstExploreConfig(layers=4, total_updates=1_000_000),
     "fast": FirstExploreConfig(
         hidden=32, heads=2, layers=2, batch_tasks=64, total_updates=600, lr=1e-3, refresh_every=100, choose_k_tasks=256
+    ),
+    "fast-bandit": FirstExploreConfig(
+        hidden=32, heads=2, layers=2, batch_tasks=64, total_updates=600, lr=1e-3, choose_k_tasks=256,
+        refresh_every=1, rollout_epsilon=0.05, weighted=False, initial_best=None, best="explore",
     ),
 }
 
@@ -123,18 +134,33 @@ class FirstExploreTrainState:
 
 
 def self_imitation_weights(
-    explore_returns: jax.Array, exploit_returns: jax.Array, initial_best: float | None = 0.0, weighted: bool = True
+    explore_returns: jax.Array,
+    exploit_returns: jax.Array,
+    initial_best: float | None = 0.0,
+    weighted: bool = True,
+    rule: str = "all",
 ) -> tuple[jax.Array, jax.Array]:
     """First-Explore's weights for one task. explore_returns [n], exploit_returns [n] (the
-    exploit episode that follows explore episode i) -> (explore_weights [n], exploit_weights [n])."""
+    exploit episode that follows explore episode i) -> (explore_weights [n], exploit_weights [n]).
+
+    rule "all" (the reference's treasure-room and maze runs): `best` is the best return of the
+    earlier pairs' explore and exploit episodes; exploit i is weighted when it is >= best, explore
+    i when exploit i is > best. rule "explore" (the reference's bandit runs): `best` is the best
+    earlier explore return; exploit i is weighted when it is >= max(best, explore return i)
+    (the best in its context), explore i when exploit i is > best (the explore episode added
+    something the exploit policy could use)."""
+    check(rule in ("all", "explore"), f"first-explore: rule must be 'all' or 'explore', got {rule!r}")
     best0 = jnp.float32(-jnp.inf if initial_best is None else initial_best)
+
+    def factor(ret, best):
+        return jnp.where(jnp.isfinite(best), 1.0 + ret - best, 1.0) if weighted else 1.0
 
     def body(best, returns):
         explore_return, exploit_return = returns
-        factor = jnp.where(jnp.isfinite(best), 1.0 + exploit_return - best, 1.0) if weighted else 1.0
-        exploit_weight = jnp.where(exploit_return >= best, factor, 0.0)
-        explore_weight = jnp.where(exploit_return > best, factor, 0.0)
-        best = jnp.maximum(best, jnp.maximum(explore_return, exploit_return))
+        context_best = jnp.maximum(best, explore_return) if rule == "explore" else best
+        exploit_weight = jnp.where(exploit_return >= context_best, factor(exploit_return, context_best), 0.0)
+        explore_weight = jnp.where(exploit_return > best, factor(exploit_return, best), 0.0)
+        best = context_best if rule == "explore" else jnp.maximum(best, jnp.maximum(explore_return, exploit_return))
         return best, (explore_weight, exploit_weight)
 
     _, (explore_w, exploit_w) = jax.lax.scan(body, best0, (explore_returns, exploit_returns))
@@ -358,7 +384,7 @@ class FirstExplore(Algorithm):
         return FirstExploreTrainState(params, params, self.optimizer().init(params), key, jnp.int32(0))
 
     # --- rollouts -----------------------------------------------------------------------------
-    def _episode(self, params, cache, valid, task, key, slot, context, use_explore: bool, commit: bool, temperature, greedy=False):
+    def _episode(self, params, cache, valid, task, key, slot, context, use_explore: bool, commit: bool, temperature, greedy=False, epsilon=0.0):
         """One episode of one task, written into `slot` of the cache. Returns (cache, valid,
         record) with record: tokens [S], token_valid [S], action [T], sample_logits [T, A],
         acted [T], reward [T]. A committed episode's closing token is written too."""
@@ -381,6 +407,9 @@ class FirstExplore(Algorithm):
             explore_logits, exploit_logits, cache = step(net, params, cache, _one(token), index[None], mask)
             logits = (explore_logits if use_explore else exploit_logits)[0]
             sample_logits = logits * temperature
+            if epsilon > 0:  # act uniformly at random w.p. epsilon; the loss sees the mixture's logits
+                mixture = (1.0 - epsilon) * jax.nn.softmax(sample_logits) + epsilon / sample_logits.shape[-1]
+                sample_logits = jnp.log(mixture)
             action = jnp.argmax(logits) if greedy else jax.random.categorical(key_act, sample_logits)
             action = action.astype(jnp.int32)
             obs, env_state, reward, done, _ = self.env.step(key_env, env_state, action, task)
@@ -406,7 +435,9 @@ class FirstExplore(Algorithm):
             record["token_valid"] = jnp.concatenate([record["token_valid"], jnp.zeros((1,), bool)])
         return cache, valid, record
 
-    def rollout_task(self, params: Any, task: Any, key: jax.Array, temperature: jax.Array, exploit_first: bool = False, greedy: bool = False):
+    def rollout_task(
+        self, params: Any, task: Any, key: jax.Array, temperature: jax.Array, exploit_first: bool = False, greedy: bool = False, epsilon: float = 0.0
+    ):
         """One task's rollout. Returns {"explore": records [n, ...], "exploit": records [n, ...]}
         (no "exploit" for always-exploit, whose context episodes are under "explore"). The
         exploit episode i has explore episodes 0..i in its context, or 0..i-1 when
@@ -422,13 +453,13 @@ class FirstExplore(Algorithm):
             i, key_i = xs
             key_explore, key_exploit = jax.random.split(key_i)
             if self.config.always_exploit:
-                cache, valid, rec = self._episode(params, cache, valid, task, key_explore, i, i, False, True, temperature, greedy)
+                cache, valid, rec = self._episode(params, cache, valid, task, key_explore, i, i, False, True, temperature, greedy, epsilon)
                 return (cache, valid), {"explore": rec}
             if exploit_first:
-                cache, valid, exploit = self._episode(params, cache, valid, task, key_exploit, scratch, i, False, False, temperature, greedy)
-            cache, valid, explore = self._episode(params, cache, valid, task, key_explore, i, i, True, True, temperature, greedy)
+                cache, valid, exploit = self._episode(params, cache, valid, task, key_exploit, scratch, i, False, False, temperature, greedy, epsilon)
+            cache, valid, explore = self._episode(params, cache, valid, task, key_explore, i, i, True, True, temperature, greedy, epsilon)
             if not exploit_first:
-                cache, valid, exploit = self._episode(params, cache, valid, task, key_exploit, scratch, i + 1, False, False, temperature, greedy)
+                cache, valid, exploit = self._episode(params, cache, valid, task, key_exploit, scratch, i + 1, False, False, temperature, greedy, epsilon)
             return (cache, valid), {"explore": explore, "exploit": exploit}
 
         _, records = jax.lax.scan(body, (cache, valid), (jnp.arange(n, dtype=jnp.int32), jax.random.split(key, n)))
@@ -472,7 +503,7 @@ class FirstExplore(Algorithm):
             ce = episode_ce(exploit_logits, records["explore"])
             loss = jnp.sum(w * ce) / n
             return loss, {"exploit_loss": loss, "exploit_weight": jnp.mean(w), "exploit_return": jnp.mean(returns["explore"])}
-        explore_w, exploit_w = self_imitation_weights(returns["explore"], returns["exploit"], c.initial_best, c.weighted)
+        explore_w, exploit_w = self_imitation_weights(returns["explore"], returns["exploit"], c.initial_best, c.weighted, c.best)
         explore_ce = episode_ce(explore_logits[: n * S], records["explore"])
         exploit_ce = episode_ce(exploit_logits[n * S :], records["exploit"])
         explore_loss = jnp.sum(explore_w * explore_ce) / n
@@ -497,7 +528,7 @@ class FirstExplore(Algorithm):
         key, key_tasks, key_rollout = jax.random.split(train_state.key, 3)
         temperature = jnp.where(train_state.update_step >= c.refresh_every, c.rollout_temperature, 0.0).astype(jnp.float32)
         tasks = self.env.sample_tasks(key_tasks, c.batch_tasks)
-        rollout = jax.vmap(lambda task, k: self.rollout_task(train_state.rollout_params, task, k, temperature))
+        rollout = jax.vmap(lambda task, k: self.rollout_task(train_state.rollout_params, task, k, temperature, epsilon=c.rollout_epsilon))
         records = rollout(tasks, jax.random.split(key_rollout, c.batch_tasks))
         (loss, stats), grads = jax.value_and_grad(self._loss, has_aux=True)(train_state.params, records)
         optimizer = self.optimizer()

@@ -161,17 +161,19 @@ def read_header(path: str) -> tuple[dict[str, Any], bytes]:
     return header, payload
 
 
-def load_checkpoint(path: str, template: Any, config_hash: str | None = None) -> tuple[Any, dict[str, Any]]:
+def load_checkpoint(path: str, template: Any, config_hash: str | tuple[str, ...] | None = None) -> tuple[Any, dict[str, Any]]:
     """Load a checkpoint into the structure of `template` (a pytree of arrays or
     `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape`). Returns (state, header).
 
-    Raises `CheckpointError` for a missing, truncated or garbled file, a different `config_hash`,
+    Raises `CheckpointError` for a missing, truncated or garbled file, a `config_hash` other than
+    the one given (or any of several given),
     or leaves whose paths, shapes or dtypes differ from the template's."""
     header, payload = read_header(path)
-    if config_hash is not None and header.get("config_hash") != config_hash:
+    accepted = (config_hash,) if isinstance(config_hash, str) else config_hash
+    if accepted is not None and header.get("config_hash") not in accepted:
         raise CheckpointError(
             f"checkpoint {path} belongs to a different configuration (its config hash is "
-            f"{header.get('config_hash')}, this run's is {config_hash}): the algorithm, its config, the "
+            f"{header.get('config_hash')}, this run's is {accepted[0]}): the algorithm, its config, the "
             "family, episodes, seeds or seed differ"
         )
     try:

@@ -109,7 +109,7 @@ def evaluate_run(
     from metarl.run.loop import init_keys  # loop imports this module
 
     template = jax.eval_shape(jax.vmap(algo.init), init_keys(int(config["seed"]), seeds))
-    state, header = ckpt.load_checkpoint(path, template, folder.config_hash(config))
+    state, header = ckpt.load_checkpoint(path, template, folder.config_hashes(config))
     names = baseline_names(algo.env, baselines)
     start = time.perf_counter()
     learned = evaluate_learned(algo, state, seeds, tasks, seed)

@@ -11,7 +11,10 @@
 The *identity* of a run (what a checkpoint must match to be resumed or evaluated) is the part of
 the config that changes the numbers: algorithm and its config, family and its options, episodes,
 number of seeds and the seed. Its hash is stored in every checkpoint header. The step budget and
-evaluation settings are not part of it: a finished run can be resumed with a larger budget.
+evaluation settings are not part of it: a finished run can be resumed with a larger budget. Nor are
+the algorithm's execution-only fields (`EXECUTION_FIELDS`, e.g. RL²'s `devices`), which change how
+the computation is laid out, not what it computes: a run may resume on another number of devices,
+and a run made before such a field existed resumes with its default.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 EVAL = "eval"
 IDENTITY_KEYS = ("algorithm", "family", "episodes", "seeds", "seed")
+EXECUTION_FIELDS = ("devices",)  #: algorithm-config fields outside the identity
 
 
 def jsonable(value: Any) -> Any:
@@ -84,8 +88,26 @@ def run_config(algo, seeds: int, seed: int, total_steps: int, **settings: Any) -
 
 def config_hash(config: dict[str, Any]) -> str:
     """Hash of the run's identity (see module doc): 16 hex digits."""
-    identity = {k: config[k] for k in IDENTITY_KEYS}
-    text = json.dumps(jsonable(identity), sort_keys=True, separators=(",", ":"))
+    return _hash(_identity(config, drop_execution=True))
+
+
+def config_hashes(config: dict[str, Any]) -> tuple[str, ...]:
+    """The hashes a checkpoint of this run may carry: `config_hash`, and the hash of the identity
+    with its execution-only fields, which checkpoints written before they were excluded carry."""
+    legacy = _hash(_identity(config, drop_execution=False))
+    return tuple(dict.fromkeys((config_hash(config), legacy)))
+
+
+def _identity(config: dict[str, Any], drop_execution: bool) -> dict[str, Any]:
+    identity = jsonable({k: config[k] for k in IDENTITY_KEYS})
+    algorithm = identity.get("algorithm")
+    if drop_execution and isinstance(algorithm, dict) and isinstance(algorithm.get("config"), dict):
+        algorithm["config"] = {k: v for k, v in algorithm["config"].items() if k not in EXECUTION_FIELDS}
+    return identity
+
+
+def _hash(identity: dict[str, Any]) -> str:
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

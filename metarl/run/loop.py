@@ -311,7 +311,7 @@ def train(
         if last_ckpt_path is None:
             state = None  # killed before its first checkpoint: start again from the beginning
         else:
-            state, header = ckpt.load_checkpoint(last_ckpt_path, state_shape, chash)
+            state, header = ckpt.load_checkpoint(last_ckpt_path, state_shape, folder.config_hashes(saved))
             start_updates = int(header["updates"])
         config["created"] = saved.get("created", folder.now())
         config["resumed"] = saved.get("resumed", []) + [{"time": folder.now(), "updates": start_updates}]
