@@ -70,12 +70,16 @@ VARIANTS = {
 
 #: Per family: First-Explore's config (both FE and always-exploit), its number of updates, and RL²'s
 #: env-step budget. Sized so that each method trains in a few minutes on a 2-core CPU.
+#: First-Explore's base preset per family: the bandit uses the reference bandit run's rule (on-policy
+#: rollouts with 5% random actions, unweighted, best over explore episodes); the room and the maze the
+#: reference room/maze rule (refreshed rollout parameters, weighted, best over all episodes).
+FE_BASE = {"fixed-arm-bandit": "fast-bandit", "dark-treasure-room": "fast", "ray-maze": "fast"}
 FE_CONFIG = {
-    "fixed-arm-bandit": dict(hidden=32, heads=2, layers=2, batch_tasks=64, lr=1e-3, refresh_every=10),
+    "fixed-arm-bandit": dict(hidden=32, heads=2, layers=2, batch_tasks=64, lr=1e-3),
     "dark-treasure-room": dict(hidden=64, heads=2, layers=2, batch_tasks=64, lr=1e-3, refresh_every=20),
     "ray-maze": dict(hidden=64, heads=2, layers=2, batch_tasks=64, lr=1e-3, refresh_every=10),
 }
-FE_UPDATES = {"fixed-arm-bandit": 40, "dark-treasure-room": 100, "ray-maze": 40}
+FE_UPDATES = {"fixed-arm-bandit": 300, "dark-treasure-room": 100, "ray-maze": 40}
 RL2_STEPS = {"fixed-arm-bandit": 1_200_000, "dark-treasure-room": 1_200_000, "ray-maze": 1_200_000}
 #: RL²'s preset per family (its trials are 90-200 steps long: "fast-long")
 RL2_PRESET = {"fixed-arm-bandit": "fast-long", "dark-treasure-room": "fast-long", "ray-maze": "fast-long"}
@@ -91,7 +95,7 @@ def make_algo(method, env, n, scale):
         steps = int(RL2_STEPS[family] * scale) // algo.steps_per_update * algo.steps_per_update
         return algo, max(steps, algo.steps_per_update)
     updates = max(1, int(FE_UPDATES[family] * scale))
-    cfg = dict(dataclasses.asdict(FE_PRESETS["fast"]), **FE_CONFIG[family])
+    cfg = dict(dataclasses.asdict(FE_PRESETS[FE_BASE[family]]), **FE_CONFIG[family])
     cfg.update(total_updates=updates, always_exploit=method == "always-exploit")
     algo = algos.make("first-explore", env, n, **cfg)
     return algo, updates * algo.steps_per_update
