@@ -97,19 +97,22 @@ class _Block(nn.Module):
     mlp_ratio: int = 4
 
     @nn.compact
-    def __call__(self, x, keys, values, write_index, mask):
-        """x [Lq, H]; keys/values [Lc, heads, dh]; write_index [Lq]; mask [Lq, Lc] ->
-        (x [Lq, H], keys, values) with this block's new keys/values written at write_index."""
+    def __call__(self, x, cache_keys, cache_values, layer, write_index, mask):
+        """x [Lq, H]; cache_keys/values [layers, Lc, heads, dh] (every layer's cache, updated in
+        place at [layer, write_index]: no per-step copy of the cache); write_index [Lq] (None: the
+        full-sequence forward, whose new tokens are the whole context); mask [Lq, Lc] ->
+        (x [Lq, H], cache_keys, cache_values)."""
         Lq, H = x.shape
         dh = H // self.heads
         h = nn.LayerNorm(epsilon=1e-5, name="ln_attention")(x)
         qkv = _dense(3 * H, "qkv")(h).reshape(Lq, 3, self.heads, dh)
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
-        if write_index is None:  # the full-sequence forward: the new tokens are the whole context
+        if write_index is None:
             keys, values = k, v
         else:
-            keys = keys.at[write_index].set(k)
-            values = values.at[write_index].set(v)
+            cache_keys = cache_keys.at[layer, write_index].set(k)
+            cache_values = cache_values.at[layer, write_index].set(v)
+            keys, values = cache_keys[layer], cache_values[layer]
         logits = jnp.einsum("qhd,khd->hqk", q, keys) / jnp.sqrt(jnp.float32(dh))
         logits = jnp.where(mask[None], logits, _MASKED)
         weights = jax.nn.softmax(logits, axis=-1)
@@ -118,7 +121,7 @@ class _Block(nn.Module):
         h = nn.LayerNorm(epsilon=1e-5, name="ln_mlp")(x)
         h = nn.relu(_dense(self.mlp_ratio * H, "mlp_in")(h))
         x = x + _dense(H, "mlp_out")(h)
-        return x, keys, values
+        return x, cache_keys, cache_values
 
 
 class CausalTransformer(nn.Module):
@@ -152,19 +155,16 @@ class CausalTransformer(nn.Module):
         return x + position
 
     @nn.compact
-    def __call__(self, tokens: Tokens, cache: KVCache, write_index: jax.Array, mask: jax.Array):
+    def __call__(self, tokens: Tokens, cache: KVCache | None, write_index: jax.Array | None, mask: jax.Array):
         x = self.embed(tokens)
-        keys, values = [], []
+        keys, values = (None, None) if cache is None else (cache.keys, cache.values)
         for layer in range(self.layers):
             block = _Block(self.hidden, self.heads, self.mlp_ratio, name=f"block_{layer}")
-            layer_keys, layer_values = (None, None) if cache is None else (cache.keys[layer], cache.values[layer])
-            x, k, v = block(x, layer_keys, layer_values, write_index, mask)
-            keys.append(k)
-            values.append(v)
+            x, keys, values = block(x, keys, values, layer, write_index, mask)
         x = nn.LayerNorm(epsilon=1e-5, name="ln_final")(x)
         explore_logits = nn.Dense(self.num_actions, name="explore_policy")(x)
         exploit_logits = nn.Dense(self.num_actions, name="exploit_policy")(x)
-        return explore_logits, exploit_logits, KVCache(jnp.stack(keys), jnp.stack(values))
+        return explore_logits, exploit_logits, (None if cache is None else KVCache(keys, values))
 
     def empty_cache(self, length: int) -> KVCache:
         return empty_cache(self.layers, length, self.heads, self.hidden)
