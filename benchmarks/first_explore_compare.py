@@ -79,7 +79,7 @@ FE_CONFIG = {
     "dark-treasure-room": dict(hidden=64, heads=2, layers=2, batch_tasks=64, lr=1e-3, refresh_every=20),
     "ray-maze": dict(hidden=64, heads=2, layers=2, batch_tasks=64, lr=1e-3, refresh_every=10),
 }
-FE_UPDATES = {"fixed-arm-bandit": 300, "dark-treasure-room": 100, "ray-maze": 40}
+FE_UPDATES = {"fixed-arm-bandit": 500, "dark-treasure-room": 100, "ray-maze": 40}
 RL2_STEPS = {"fixed-arm-bandit": 1_200_000, "dark-treasure-room": 1_200_000, "ray-maze": 1_200_000}
 #: RL²'s preset per family (its trials are 90-200 steps long: "fast-long")
 RL2_PRESET = {"fixed-arm-bandit": "fast-long", "dark-treasure-room": "fast-long", "ray-maze": "fast-long"}
