@@ -480,32 +480,35 @@ class FirstExplore(Algorithm):
         c, net = self.config, self.network
         n, S, T = self.episodes, self.tokens_per_episode, self.steps_per_episode
         groups = ["explore"] if c.always_exploit else ["explore", "exploit"]
-        slots = len(groups) * n
-        tokens = jax.tree.map(lambda *xs: jnp.concatenate(xs).reshape((slots * S,) + xs[0].shape[2:]), *[records[g]["tokens"] for g in groups])
-        token_valid = jnp.concatenate([records[g]["token_valid"] for g in groups]).reshape(-1)
-        # Training layout: context slots 0..n-1, then exploit slots n..2n-1 (exploit i reads the
-        # first i + 1 context slots); same semantics as the rollout's scratch slot.
-        slot_context = np.arange(n) if c.always_exploit else np.concatenate([np.arange(n), np.arange(1, n + 1)])
-        slot = jnp.asarray(np.repeat(np.arange(slots), S))
-        position = jnp.asarray(np.tile(np.arange(S), slots))
-        context = jnp.asarray(np.repeat(slot_context, S))
+        # Training layout: context slots 0..n-1 (S tokens each, the closing token included), then
+        # exploit slots n..2n-1 (their first T tokens: an exploit episode's closing token is never
+        # valid, so it is left out); exploit i reads the first i + 1 context slots, the same
+        # semantics as the rollout's scratch slot.
+        length = {"explore": S, "exploit": T}
+        first_context = {"explore": 0, "exploit": 1}
+        parts = [jax.tree.map(lambda x, g=g: x[:, : length[g]].reshape((n * length[g],) + x.shape[2:]), records[g]["tokens"]) for g in groups]
+        tokens = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+        token_valid = jnp.concatenate([records[g]["token_valid"][:, : length[g]].reshape(-1) for g in groups])
+        slot = jnp.asarray(np.concatenate([np.repeat(np.arange(n) + i * n, length[g]) for i, g in enumerate(groups)]))
+        position = jnp.asarray(np.concatenate([np.tile(np.arange(length[g]), n) for g in groups]))
+        context = jnp.asarray(np.concatenate([np.repeat(np.arange(n) + first_context[g], length[g]) for g in groups]))
         mask = episode_mask(slot, position, context, slot, position, token_valid)
         explore_logits, exploit_logits = forward(net, params, tokens, mask)
 
-        def episode_ce(logits, rec):
-            logits = logits.reshape(n, S, -1)[:, :T]
+        def episode_ce(logits, rec, group):
+            logits = logits.reshape(n, length[group], -1)[:, :T]
             ce = optax.softmax_cross_entropy_with_integer_labels(jax.lax.stop_gradient(rec["sample_logits"]) + logits, rec["action"])
             return jnp.sum(ce * rec["acted"], axis=-1)  # [n]
 
         returns = {g: records[g]["reward"].sum(-1) for g in groups}
         if c.always_exploit:
             w = always_exploit_weights(returns["explore"], c.initial_best, c.weighted)
-            ce = episode_ce(exploit_logits, records["explore"])
+            ce = episode_ce(exploit_logits, records["explore"], "explore")
             loss = jnp.sum(w * ce) / n
             return loss, {"exploit_loss": loss, "exploit_weight": jnp.mean(w), "exploit_return": jnp.mean(returns["explore"])}
         explore_w, exploit_w = self_imitation_weights(returns["explore"], returns["exploit"], c.initial_best, c.weighted, c.best)
-        explore_ce = episode_ce(explore_logits[: n * S], records["explore"])
-        exploit_ce = episode_ce(exploit_logits[n * S :], records["exploit"])
+        explore_ce = episode_ce(explore_logits[: n * S], records["explore"], "explore")
+        exploit_ce = episode_ce(exploit_logits[n * S :], records["exploit"], "exploit")
         explore_loss = jnp.sum(explore_w * explore_ce) / n
         exploit_loss = jnp.sum(exploit_w * exploit_ce) / n
         stats = {
