@@ -30,6 +30,7 @@ import reference_tables as ref  # noqa: E402
 
 import metarl  # noqa: E402
 from metarl import algos  # noqa: E402
+from metarl.run.folder import write_json_atomic  # noqa: E402
 from metarl.run import evaluate_run, train  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -125,6 +126,15 @@ def dataclass_items(cfg):
     return [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]
 
 
+def training_time(e):
+    """Training seconds over every session of the run (from its metrics log, evaluations excluded)
+    when a resumed run's learning curve has them, else this invocation's wall time."""
+    total = max((c["train_seconds"] for c in e.get("learning_curve") or []), default=None)
+    if e["resumed"] and total is not None:
+        return f"{total:.0f} s over sessions (last: {e['train_wall_seconds']:.0f} s wall)"
+    return f"{e['train_wall_seconds']:.0f} s (compile {e['compile_seconds']:.0f} s)"
+
+
 def markdown(entries, meta):
     lines = [
         "# RL² vs the RL² tables",
@@ -134,7 +144,7 @@ def markdown(entries, meta):
         "evaluated on 1000 held-out tasks (PRNGKey(0)) with the same evaluator as our baselines. RL²'s interval is "
         "the 95% t-interval over per-seed means; baselines' over tasks.",
         "",
-        "| setting | RL² ours (seeds) | RL² paper | RL² re-impl | best baseline (ref) | our best baseline | preset | steps/seed | train wall time | time to reference | verdict |",
+        "| setting | RL² ours (seeds) | RL² paper | RL² re-impl | best baseline (ref) | our best baseline | preset | steps/seed | training time | time to reference | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
@@ -142,7 +152,8 @@ def markdown(entries, meta):
         paper, reimpl = e["reference"]["RL² GRU paper"], e["reference"].get("RL² GRU re-impl")
         target = max(v for v in (paper, reimpl) if v is not None)
         verdict = "at or above the reference" if r["mean"] >= target else (
-            "within its CI of the reference" if r["ci95"][1] >= target else f"below ({r['mean'] - target:+.1f})")
+            f"below ({r['mean'] - target:+.1f}); the reference is inside the seeds' CI" if r["ci95"][1] >= target
+            else f"below ({r['mean'] - target:+.1f})")
         per_seed = ", ".join(f"{x:.1f}" for x in r["per_seed"]) if r.get("per_seed") else ""
         ttt = e.get("time_to_target", "n/a")
         ttt = ("not reached" if ttt is None else "not measured" if ttt == "n/a" else
@@ -151,7 +162,7 @@ def markdown(entries, meta):
             f"| {e['setting']} | {r['mean']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] ({e['seeds']}: {per_seed}) | {paper} | "
             f"{reimpl if reimpl is not None else '—'} | {e['reference_best_baseline']['name']} {e['reference_best_baseline']['value']} | "
             f"{e['our_best_baseline']['name']} {e['our_best_baseline']['mean']:.2f} | {e['preset']} | {e['steps_per_seed']:,} | "
-            f"{e['train_wall_seconds']:.0f} s (compile {e['compile_seconds']:.0f} s){' resumed' if e['resumed'] else ''} | {ttt} | {verdict} |"
+            f"{training_time(e)} | {ttt} | {verdict} |"
         )
     lines += ["", "Time to reference: training seconds (compile included, evaluations excluded) until the first "
               "held-out evaluation during training (1000 tasks, ~10 per run) whose mean over seeds reaches the higher "
@@ -170,7 +181,12 @@ def main(argv=None):
     parser.add_argument("--preset", default=None, help="named RL² config (default: the setting's)")
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--eval-points", type=int, default=10, help="held-out evaluations during training")
+    parser.add_argument("--markdown", action="store_true", help="only regenerate rl2.md from rl2.json")
     args = parser.parse_args(argv)
+    path = os.path.join(RESULTS, "rl2.json")
+    if args.markdown:
+        write_markdown(json.load(open(path)))
+        return
     if args.list or not args.settings:
         for name, (family, options, n, steps, preset) in SETTINGS.items():
             print(f"{name}: {family} {options} n={n}, default budget {steps:,} steps per seed, preset {preset}")
@@ -178,20 +194,24 @@ def main(argv=None):
     unknown = [s for s in args.settings if s not in SETTINGS]
     if unknown:
         parser.error(f"unknown setting(s) {unknown}; valid: {', '.join(SETTINGS)}")
-    path = os.path.join(RESULTS, "rl2.json")
-    data = json.load(open(path)) if os.path.exists(path) else {"entries": {}}
-    data["meta"] = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "jax": jax.__version__}
+    meta = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "jax": jax.__version__}
     for name in args.settings:
         entry = run_setting(name, args.seeds, args.steps, args.preset, args.tasks, args.eval_points)
-        data["entries"][name] = entry
         print(f"{name}: RL² {entry['rl2']['mean']:.2f} {entry['rl2']['ci95']} vs paper {entry['reference']['RL² GRU paper']}; "
               f"{entry['train_wall_seconds']:.0f} s", flush=True)
+        # re-read before writing: other invocations may have added settings meanwhile
+        data = json.load(open(path)) if os.path.exists(path) else {"entries": {}}
+        data["meta"] = meta
+        data["entries"][name] = entry
         os.makedirs(RESULTS, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(data, f, indent=1)
-        ordered = [data["entries"][k] for k in SETTINGS if k in data["entries"]]
-        with open(os.path.join(RESULTS, "rl2.md"), "w") as f:
-            f.write(markdown(ordered, data["meta"]))
+        write_json_atomic(path, data)
+        write_markdown(data)
+
+
+def write_markdown(data):
+    ordered = [data["entries"][k] for k in SETTINGS if k in data["entries"]]
+    with open(os.path.join(RESULTS, "rl2.md"), "w") as f:
+        f.write(markdown(ordered, data["meta"]))
 
 
 if __name__ == "__main__":
