@@ -188,6 +188,25 @@ def test_bad_configs_raise(bad):
         make("first-explore", BANDIT2, 10, **bad)
 
 
+def test_rollout_epsilon_mixes_uniform_actions_into_the_sampling_logits():
+    """sample_logits = log((1 - eps) softmax(temperature x logits) + eps / A): eps = 1 is uniform
+    whatever the network says, eps = 0 leaves the logits as they are."""
+    env = metarl.make("fixed-arm-bandit", arms=3)
+    algo = FirstExplore(env, 3, PRESETS["fast-bandit"])
+    params = algo.init(jax.random.PRNGKey(0)).params
+    params = jax.tree.map(lambda x: x * 50.0, params)  # a far-from-uniform policy
+    task = env.sample_task(jax.random.PRNGKey(1))
+    key = jax.random.PRNGKey(2)
+    plain = algo.rollout_task(params, task, key, jnp.float32(1.0))["explore"]["sample_logits"]
+    assert np.ptp(np.asarray(plain), axis=-1).max() > 1.0
+    uniform = algo.rollout_task(params, task, key, jnp.float32(1.0), epsilon=1.0)["explore"]["sample_logits"]
+    np.testing.assert_allclose(uniform, np.log(1 / 3), rtol=1e-6)
+    mixed = algo.rollout_task(params, task, key, jnp.float32(1.0), epsilon=0.25)["explore"]["sample_logits"]
+    # the first explore episode has no context, so its logits do not depend on earlier actions
+    expected = np.log(0.75 * np.asarray(jax.nn.softmax(plain[0])) + 0.25 / 3)
+    np.testing.assert_allclose(mixed[0], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_agent_k_and_episodes_raise():
     algo = make("first-explore", BANDIT2, 10)
     with pytest.raises(ConfigError):
