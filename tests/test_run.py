@@ -27,6 +27,7 @@ from metarl.envs.trial import Trial
 from metarl.errors import CheckpointError, ConfigError, MetarlError
 from metarl.run import TrainingDiverged, evaluate_run, latest_checkpoint, list_checkpoints, load_checkpoint, train
 from metarl.run import folder
+from metarl.run.checkpoint import save_checkpoint
 from metarl.run.loop import init_keys
 
 EPISODES = 10
@@ -311,6 +312,32 @@ def test_execution_only_fields_are_outside_the_identity(tmp_path):
         json.dump(saved, f)
     resumed = train(make_algo(), seeds=1, total_steps=4 * SPU, out_dir=out, resume=True, eval_every=0, **QUIET)
     assert resumed.updates == 4
+
+
+def test_a_run_from_before_a_config_field_existed_resumes_and_evaluates(tmp_path):
+    """A field added to an algorithm's config later, with a default that keeps the old behaviour,
+    is not part of the identity while at its default: a run whose config.json lacks it resumes,
+    and its checkpoints (carrying the older whole-identity hash) load."""
+    out = str(tmp_path / "run")
+    train(make_algo(), seeds=1, total_steps=2 * SPU, out_dir=out, eval_every=0, **QUIET)
+    path = os.path.join(out, "config.json")
+    saved = json.load(open(path))
+    del saved["algorithm"]["config"]["nan_at_update"]  # "written before nan_at_update existed"
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    assert folder.config_hash(saved) == folder.config_hash(json.loads(json.dumps(saved)) | {
+        "algorithm": {"name": "optimism-test", "config": dict(saved["algorithm"]["config"], nan_at_update=-1)}})
+    resumed = train(make_algo(), seeds=1, total_steps=4 * SPU, out_dir=out, resume=True, eval_every=0, **QUIET)
+    assert resumed.updates == 4
+    # a checkpoint stamped with the whole-identity hash of the saved config (the older rule) loads
+    template = jax.eval_shape(jax.vmap(make_algo().init), init_keys(0, 1))
+    older = folder.config_hashes(saved)[-1]
+    assert older != folder.config_hash(saved)
+    state, _ = load_checkpoint(latest_checkpoint(os.path.join(out, "checkpoints")), template)
+    ckpt_path = save_checkpoint(str(tmp_path / "older"), state, {"updates": 4, "config_hash": older})
+    load_checkpoint(ckpt_path, template, folder.config_hashes(saved))
+    with pytest.raises(CheckpointError, match="different configuration"):
+        load_checkpoint(ckpt_path, template, folder.config_hash(saved))
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -13,8 +13,10 @@ the config that changes the numbers: algorithm and its config, family and its op
 number of seeds and the seed. Its hash is stored in every checkpoint header. The step budget and
 evaluation settings are not part of it: a finished run can be resumed with a larger budget. Nor are
 the algorithm's execution-only fields (`EXECUTION_FIELDS`, e.g. RL²'s `devices`), which change how
-the computation is laid out, not what it computes: a run may resume on another number of devices,
-and a run made before such a field existed resumes with its default.
+the computation is laid out, not what it computes (a run may resume on another number of devices),
+nor algorithm-config fields at their default value, so a run made before a field was added (with
+a default that keeps the old behaviour) resumes and evaluates as before. Checkpoints written before
+these rules carry the hash of the whole identity, which `config_hashes` also accepts.
 """
 
 from __future__ import annotations
@@ -88,22 +90,46 @@ def run_config(algo, seeds: int, seed: int, total_steps: int, **settings: Any) -
 
 def config_hash(config: dict[str, Any]) -> str:
     """Hash of the run's identity (see module doc): 16 hex digits."""
-    return _hash(_identity(config, drop_execution=True))
+    return _hash(_identity(config, drop=("execution", "defaults")))
 
 
 def config_hashes(config: dict[str, Any]) -> tuple[str, ...]:
-    """The hashes a checkpoint of this run may carry: `config_hash`, and the hash of the identity
-    with its execution-only fields, which checkpoints written before they were excluded carry."""
-    legacy = _hash(_identity(config, drop_execution=False))
-    return tuple(dict.fromkeys((config_hash(config), legacy)))
+    """The hashes a checkpoint of this run may carry: `config_hash`, then those of older rules (the
+    whole identity; the identity without execution-only fields), which older checkpoints carry."""
+    older = (_hash(_identity(config, drop=())), _hash(_identity(config, drop=("execution",))))
+    return tuple(dict.fromkeys((config_hash(config), *older)))
 
 
-def _identity(config: dict[str, Any], drop_execution: bool) -> dict[str, Any]:
+def _identity(config: dict[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:
+    """The identity part of `config`; `drop` may hold "execution" (leave out EXECUTION_FIELDS) and
+    "defaults" (leave out algorithm-config fields at their default)."""
     identity = jsonable({k: config[k] for k in IDENTITY_KEYS})
     algorithm = identity.get("algorithm")
-    if drop_execution and isinstance(algorithm, dict) and isinstance(algorithm.get("config"), dict):
-        algorithm["config"] = {k: v for k, v in algorithm["config"].items() if k not in EXECUTION_FIELDS}
+    if drop and isinstance(algorithm, dict) and isinstance(algorithm.get("config"), dict):
+        defaults = _config_defaults(algorithm.get("name")) if "defaults" in drop else {}
+        execution = EXECUTION_FIELDS if "execution" in drop else ()
+        algorithm["config"] = {
+            k: v for k, v in algorithm["config"].items() if k not in execution and not (k in defaults and defaults[k] == v)
+        }
     return identity
+
+
+def _config_defaults(name: Any) -> dict[str, Any]:
+    """{field: JSON default} of algorithm `name`'s config dataclass ({} if it is unknown)."""
+    from metarl import algos
+
+    if not isinstance(name, str):
+        return {}
+    if name not in algos.names():
+        try:  # algorithms register on import (see build_algorithm)
+            importlib.import_module(f"metarl.algos.{name.replace('-', '_')}")
+        except ImportError:
+            return {}
+    try:
+        fields = dataclasses.fields(algos.algorithm_class(name).Config)
+    except (ConfigError, TypeError, AttributeError):
+        return {}
+    return {f.name: jsonable(f.default) for f in fields if f.default is not dataclasses.MISSING}
 
 
 def _hash(identity: dict[str, Any]) -> str:
