@@ -118,7 +118,7 @@ def test_gru_hand_written_backward_matches_autodiff(layer_norm):
     "field, value",
     [("core", "rnn"), ("hidden", 0), ("gamma", 1.5), ("gae_lambda", -0.1), ("lr", 0.0), ("epochs", 0),
      ("clip_eps", 0.0), ("minibatch_trials", 0), ("trials_per_update", 0), ("shared", "yes"), ("ent_coef", float("nan")),
-     ("devices", 0)],
+     ("devices", 0), ("lr_decay_updates", -1)],
 )
 def test_bad_config_raises(field, value):
     with pytest.raises(ConfigError, match=field):
@@ -288,3 +288,28 @@ def test_derived_trials_round_to_whole_minibatches():
     assert (algo.trials_per_update, algo.num_minibatches, algo.steps_per_update) == (140, 7, 12_600)
     # a whole number of minibatches is kept as it is (one minibatch of 120 trials)
     assert make("rl2", BANDIT2, 100, steps_per_update=12_000, minibatch_trials=100).trials_per_update == 120
+
+
+def test_lr_decays_linearly_to_zero_over_lr_decay_updates():
+    """With lr_decay_updates = 2, 2 epochs and 3 minibatches, the step size falls linearly over the
+    2 x 2 x 3 = 12 optimiser steps and is 0 from then on (Adam's first step has |update| = lr)."""
+    algo = make("rl2", BANDIT2, 10, lr=0.1, lr_decay_updates=2, epochs=2, trials_per_update=6, minibatch_trials=2,
+                weight_decay=0.0)
+    assert algo.num_minibatches == 3
+    opt = algo.optimizer()
+    params = {"w": jnp.zeros(()), "b": jnp.zeros(())}
+    grads = {"w": jnp.ones(()), "b": jnp.ones(())}
+    state = opt.init(params)
+    sizes = []
+    for _ in range(14):
+        updates, state = opt.update(grads, state, params)
+        sizes.append(float(abs(updates["b"])))
+    np.testing.assert_allclose(sizes[0], 0.1, rtol=1e-4)
+    np.testing.assert_allclose(sizes[6], 0.1 * (1 - 6 / 12), rtol=1e-3)
+    assert sizes[12] == sizes[13] == 0.0
+    # the default keeps a constant rate
+    const = make("rl2", BANDIT2, 10, lr=0.1, weight_decay=0.0).optimizer()
+    state = const.init(params)
+    for _ in range(3):
+        updates, state = const.update(grads, state, params)
+    np.testing.assert_allclose(float(abs(updates["b"])), 0.1, rtol=1e-4)

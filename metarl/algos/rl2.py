@@ -71,6 +71,7 @@ class RL2Config:
     minibatches: int | None = None  #: minibatches per epoch (overrides minibatch_trials)
     epochs: int = 8  #: PPO passes over each update's data
     lr: float = 2e-4  #: AdamW learning rate
+    lr_decay_updates: int = 0  #: decay the learning rate linearly to 0 over this many updates (0: constant)
     weight_decay: float = 0.01  #: AdamW decoupled weight decay
     adam_eps: float = 1e-5  #: AdamW epsilon
     max_grad_norm: float = 0.0  #: clip gradients to this global norm (0: no clipping)
@@ -97,6 +98,7 @@ class RL2Config:
             check_int(o, "minibatches", self.minibatches, low=1)
         check_int(o, "epochs", self.epochs, low=1)
         check_float(o, "lr", self.lr, low=0.0, low_open=True)
+        check_int(o, "lr_decay_updates", self.lr_decay_updates, low=0)
         check_float(o, "weight_decay", self.weight_decay, low=0.0)
         check_float(o, "adam_eps", self.adam_eps, low=0.0, low_open=True)
         check_float(o, "max_grad_norm", self.max_grad_norm, low=0.0)
@@ -255,7 +257,10 @@ class RL2(Algorithm):
         decay_mask = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731
             lambda path, _: getattr(path[-1], "key", None) in ("w_x", "w_h", "kernel"), params
         )
-        adamw = optax.adamw(c.lr, eps=c.adam_eps, weight_decay=c.weight_decay, mask=decay_mask)
+        lr = c.lr
+        if c.lr_decay_updates:  # counted in optimiser steps: epochs x minibatches per update
+            lr = optax.linear_schedule(c.lr, 0.0, c.lr_decay_updates * c.epochs * self.num_minibatches)
+        adamw = optax.adamw(lr, eps=c.adam_eps, weight_decay=c.weight_decay, mask=decay_mask)
         return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), adamw) if c.max_grad_norm > 0 else adamw
 
     def mesh(self) -> Mesh | None:
