@@ -48,6 +48,7 @@ from metarl.envs.trial import TimeStep
 from metarl.errors import ConfigError, check, check_float, check_int
 from metarl.nets.transformer import CausalTransformer, KVCache, Tokens, episode_mask, forward, init_params, step
 
+RULES = ("all", "explore")  #: self-imitation rules (`FirstExploreConfig.best`, `self_imitation_weights`)
 _TRASH_SLOT = 1 << 20  # slot id of the cache's trash cell: never read by any query
 _CHOOSE_K_STREAM = 0x6B  # fold_in constant: the training tasks `agent_params` chooses k on
 
@@ -91,7 +92,7 @@ class FirstExploreConfig:
         check_int(o, "refresh_every", self.refresh_every, low=1)
         check_float(o, "rollout_temperature", self.rollout_temperature, low=0.0)
         check_float(o, "rollout_epsilon", self.rollout_epsilon, low=0.0, high=1.0)
-        check(self.best in ("all", "explore"), f"{o}: best must be 'all' or 'explore', got {self.best!r}")
+        check(self.best in RULES, f"{o}: best must be one of {RULES}, got {self.best!r}")
         for name in ("weighted", "always_exploit", "greedy"):
             check(isinstance(getattr(self, name), bool), f"{o}: {name} must be true or false, got {getattr(self, name)!r}")
         if self.initial_best is not None:
@@ -108,17 +109,15 @@ class FirstExploreConfig:
 #: treasure-room and maze runs (rollout parameters refreshed every 10k updates, uniformly random
 #: before, weighted, best over all episodes from 0); "fast": small enough to learn the 2-arm
 #: fixed-arm bandit on a small CPU in about a minute; "fast-bandit": "fast" with the bandit rule.
+_BANDIT_RULE = dict(refresh_every=1, rollout_epsilon=0.05, weighted=False, initial_best=None, best="explore")
 PRESETS: dict[str, FirstExploreConfig] = {
-    "reference": FirstExploreConfig(refresh_every=1, rollout_epsilon=0.05, weighted=False, initial_best=None, best="explore"),
+    "reference": FirstExploreConfig(**_BANDIT_RULE),
     "reference-room": FirstExploreConfig(layers=4, total_updates=1_000_000),
     "fast": FirstExploreConfig(
         hidden=32, heads=2, layers=2, batch_tasks=64, total_updates=600, lr=1e-3, refresh_every=100, choose_k_tasks=256
     ),
-    "fast-bandit": FirstExploreConfig(
-        hidden=32, heads=2, layers=2, batch_tasks=64, total_updates=600, lr=1e-3, choose_k_tasks=256,
-        refresh_every=1, rollout_epsilon=0.05, weighted=False, initial_best=None, best="explore",
-    ),
 }
+PRESETS["fast-bandit"] = dataclasses.replace(PRESETS["fast"], **_BANDIT_RULE)
 
 
 @struct.dataclass
@@ -149,7 +148,7 @@ def self_imitation_weights(
     earlier explore return; exploit i is weighted when it is >= max(best, explore return i)
     (the best in its context), explore i when exploit i is > best (the explore episode added
     something the exploit policy could use)."""
-    check(rule in ("all", "explore"), f"first-explore: rule must be 'all' or 'explore', got {rule!r}")
+    check(rule in RULES, f"first-explore: rule must be one of {RULES}, got {rule!r}")
     best0 = jnp.float32(-jnp.inf if initial_best is None else initial_best)
 
     def factor(ret, best):
