@@ -42,7 +42,10 @@ PROBES = {
     "separate-nets": ("separate policy and value GRUs (no value gradient in the policy's core)", {}, {"shared": False}),
     "vf-0.05": ("value loss weighted 0.05 in the shared core", {}, {"vf_coef": 0.05}),
     "ent-0.03-lambda-0.9": ("3x the entropy bonus and longer-horizon advantages", {}, {"ent_coef": 0.03, "gae_lambda": 0.9}),
+    "gru-256": ("a shared GRU of 256 units instead of 128", {}, {"hidden": 256}),
     "1-state": ("the same trials with one state: a 5-armed Gaussian bandit, 10 episodes of 10 pulls", {"states": 1}, {}),
+    "3-states": ("three states instead of ten", {"states": 3}, {}),
+    "noiseless-rewards": ("ten states, rewards exactly mu(s, a) (no N(0, 1) noise)", {"reward_noise_std": 0.0}, {}),
 }
 
 
