@@ -29,7 +29,8 @@ variant is rerun); first_explore.md and one per-episode reward PNG per variant
     python benchmarks/first_explore_compare.py bandit-deceptive room-deceptive [--seeds 2] [--scale 1.0]
     python benchmarks/first_explore_compare.py --list
 
-Run folders go to runs/fe_compare/VARIANT/METHOD (rerunning resumes a run whose folder exists).
+Run folders go to runs/fe_compare/VARIANT/METHOD, or VARIANT-xSCALE/METHOD when --scale is not 1
+(rerunning resumes a run whose folder exists, so a long budget can be trained over several sessions).
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def run_variant(name, seeds, scale, tasks, methods):
     learned, runs = [], {}
     for method in methods:
         algo, steps = make_algo(method, env, n, scale)
-        out = os.path.join("runs", "fe_compare", name, method)
+        # another budget is another run (its lr schedule differs), so it gets its own folder
+        out = os.path.join("runs", "fe_compare", name if scale == 1.0 else f"{name}-x{scale:g}", method)
         resume = os.path.exists(os.path.join(out, "config.json"))
         start = time.perf_counter()
         result = train(algo, seeds=seeds, total_steps=steps, out_dir=out, resume=resume, eval_every=0, eval_tasks=0,
