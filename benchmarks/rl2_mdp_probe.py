@@ -80,7 +80,9 @@ def markdown(data):
         "",
         f"Produced by `benchmarks/rl2_mdp_probe.py` on {data['meta']['machine']} (JAX {data['meta']['jax']}). One seed "
         "per probe, the same steps each, scored on held-out tasks (PRNGKey(0)) beside Random and Greedy on the same "
-        "tasks (95% t-intervals over tasks). \"gap closed\" = (RL² - Random) / (Greedy - Random).",
+        "tasks (95% t-intervals over tasks). \"gap closed\" = (RL² - Random) / (Greedy - Random). Each row: "
+        "`python benchmarks/rl2_mdp_probe.py PROBE --steps STEPS --tasks TASKS`, training seed 0; training time is "
+        "the summed training chunks (evaluation excluded), measured with other jobs sharing the 2 cores.",
         "",
         "| probe | what it tests | steps | RL² | Random | Greedy | gap closed | held-out curve (steps: mean) | training time |",
         "|---|---|---|---|---|---|---|---|---|",
