@@ -92,9 +92,10 @@ def run_probe(group, name, steps, tasks):
     g = GROUPS[group]
     what, options, changes = g.probes[name]
     env = metarl.make(g.family, **options)
-    config = dataclasses.replace(algos.algorithm_class("rl2").presets["fast-long"], **changes)
-    if config.lr_decay_updates == -1:  # "over the probe": its number of updates
-        per_update = algos.make("rl2", env, g.episodes, **dataclasses.asdict(dataclasses.replace(config, lr_decay_updates=0))).steps_per_update
+    over_probe = changes.get("lr_decay_updates") == -1  # decay over the probe's own number of updates
+    config = dataclasses.replace(algos.algorithm_class("rl2").presets["fast-long"], **{**changes, "lr_decay_updates": 0} if over_probe else changes)
+    if over_probe:
+        per_update = algos.make("rl2", env, g.episodes, **dataclasses.asdict(config)).steps_per_update
         config = dataclasses.replace(config, lr_decay_updates=-(-steps // per_update))
     algo = algos.make("rl2", env, g.episodes, **dataclasses.asdict(config))
     out = os.path.join(g.runs, name)

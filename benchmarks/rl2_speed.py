@@ -18,6 +18,12 @@ epochs of PPO), the time split between the rollout and the learning, an estimate
 arithmetic rate (GFLOP/s, counting the recurrent and input matmuls: forward 2*(F+H)*G*H per core
 and step, backward twice that) and the machine's load average, since other processes may share
 the CPU. Writes rl2_speed.json and rl2_speed.md to --out.
+
+Machine calibration (before and after the timed updates): the rate of a dense 2048 x 2048 float32
+matmul and the steps/s of a GRU-256 forward+backward pass over 100 steps at batch 1200 (plain GRU,
+no LayerNorm, our `gru_layer`). The issue that set the 4x target measured ~220-250 GFLOP/s and
+~95,000 steps/s for these on "a 2-core machine of this kind"; hosts of this kind differ by tens of
+percent from day to day, so read the steps/s beside them.
 """
 
 from __future__ import annotations
@@ -69,6 +75,44 @@ def flops_per_env_step(algo: RL2) -> dict[str, float]:
     heads_fwd = 2 * c.hidden * (algo.env.num_actions + 1)
     fwd = core_fwd + heads_fwd
     return {"rollout": fwd, "learning": 3 * fwd * c.epochs}
+
+
+#: The calibration figures quoted by the issue for the machine its 1,100 steps/s was measured on.
+ISSUE_MATMUL_GFLOPS = (220, 250)
+ISSUE_GRU_STEPS_PER_S = 95_000
+
+
+def _best_time(fn, *args, repeats: int = 5) -> float:
+    jax.block_until_ready(fn(*args))  # compile and warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def calibrate() -> dict[str, float]:
+    """This machine's dense-matmul GFLOP/s (2048^2 float32) and GRU-256 fwd+bwd steps/s (batch 1200,
+    100 steps): the two figures the issue quotes for its machine."""
+    from metarl.nets.recurrent import gru_layer
+
+    n, T, B, H, F = 2048, 100, 1200, 256, 8
+    keys = jax.random.split(jax.random.key(1), 4)
+    a = jax.random.normal(keys[0], (n, n), jnp.float32)
+    matmul_s = _best_time(jax.jit(lambda a: a @ a), a)
+    w_x = jax.random.normal(keys[1], (1, F, 3 * H)) * 0.1
+    w_h = jax.random.normal(keys[2], (1, H, 3 * H)) * 0.05
+    zeros = jnp.zeros((1, 1, 3, H))
+    x = jax.random.normal(keys[3], (T, B, F))
+    reset = jnp.zeros((T, B), bool).at[0].set(True)
+
+    def loss(w_x, w_h, bias):
+        _, hs = gru_layer(False, 2, w_x, zeros, bias, w_h, zeros, zeros, x, jnp.zeros((1, B, H)), reset)
+        return jnp.sum(hs)
+
+    gru_s = _best_time(jax.jit(jax.grad(loss, argnums=(0, 1, 2))), w_x, w_h, zeros, repeats=3)
+    return {"matmul_gflop_per_s": 2 * n**3 / matmul_s / 1e9, "gru256_fwd_bwd_steps_per_s": T * B / gru_s}
 
 
 def cpu_name() -> str:
@@ -137,6 +181,7 @@ def main():
           f"= {algo.steps_per_update} steps/update, {algo.num_minibatches} minibatches x {algo.minibatch_size} trials, "
           f"{config.epochs} epochs, {config.devices} device(s)", flush=True)
     load_before = os.getloadavg()
+    calibration_before = calibrate()
 
     ts = algo.init(jax.random.key(0))
     update = jax.jit(algo.update, donate_argnums=0)
@@ -162,6 +207,7 @@ def main():
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
     load_after = os.getloadavg()
+    calibration_after = calibrate()
     update_s = min(times)
     steps_per_s = algo.steps_per_update / update_s
     flops = flops_per_env_step(algo)
@@ -193,6 +239,8 @@ def main():
         "machine": {
             "cpu": cpu_name(), "cpus": os.cpu_count(), "jax": jax.__version__,
             "loadavg_before": load_before, "loadavg_after": load_after,
+            "calibration_before": calibration_before, "calibration_after": calibration_after,
+            "issue_machine": {"matmul_gflop_per_s": ISSUE_MATMUL_GFLOPS, "gru256_fwd_bwd_steps_per_s": ISSUE_GRU_STEPS_PER_S},
         },
         "trial_return": float(metrics["trial_return"]),
     }
@@ -211,6 +259,10 @@ Setting: {s['env']}, trials of {s['episodes']} pulls, {s['core'].upper()} {s['hi
 {s['devices']} device(s).
 Machine: {result['machine']['cpu']}, {result['machine']['cpus']} CPUs, jax {jax.__version__};
 load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (other processes shared the CPU when > ~1).
+Calibration (before / after the timed updates; the issue's machine in brackets): dense 2048^2 matmul
+{calibration_before['matmul_gflop_per_s']:.0f} / {calibration_after['matmul_gflop_per_s']:.0f} GFLOP/s
+[{ISSUE_MATMUL_GFLOPS[0]}-{ISSUE_MATMUL_GFLOPS[1]}]; GRU-256 forward+backward, batch 1200, 100 steps
+{calibration_before['gru256_fwd_bwd_steps_per_s']:,.0f} / {calibration_after['gru256_fwd_bwd_steps_per_s']:,.0f} steps/s [{ISSUE_GRU_STEPS_PER_S:,}].
 
 | measure | value |
 |---|---|
