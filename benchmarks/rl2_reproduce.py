@@ -83,14 +83,16 @@ def run_setting(name, seeds, steps, preset, tasks, eval_points=10):
     env = metarl.make(family, **options)
     config = dict(dataclass_items(algos.algorithm_class("rl2").presets[preset]))
     algo = algos.make("rl2", env, n, **config)
-    out = os.path.join("runs", "repro", name)
+    # A preset other than the setting's default is its own run and its own row.
+    out = os.path.join("runs", "repro", name if preset == default_preset else f"{name}--{preset}")
     resume = os.path.exists(os.path.join(out, "config.json"))
     start = time.perf_counter()
     # Held-out evaluations (1000 tasks, PRNGKey(0)) during training give the learning curve and the time
     # to reach the reference number; they are not counted in the training time.
     every = max(algo.steps_per_update, steps // eval_points // algo.steps_per_update * algo.steps_per_update)
     result = train(algo, seeds=seeds, total_steps=steps, out_dir=out, resume=resume, eval_every=every, eval_tasks=tasks,
-                   eval_seed=0, eval_baselines=[], quiet=True, command=["python", "benchmarks/rl2_reproduce.py", name])
+                   eval_seed=0, eval_baselines=[], quiet=True,
+                   command=["python", "benchmarks/rl2_reproduce.py", name] + ([] if preset == default_preset else ["--preset", preset]))
     train_wall = time.perf_counter() - start
     if result.interrupted:  # stopped by a signal: record nothing (rerun the same command to resume)
         sys.exit(f"stopped; {out} resumes when this command is run again")
@@ -104,7 +106,7 @@ def run_setting(name, seeds, steps, preset, tasks, eval_points=10):
     ours_best = max((a for a in summary["agents"] if a["name"] not in ("rl2", "oracle", "random")),
                     key=lambda a: a["mean_total_return"])
     return {
-        "setting": name, "family": family, "options": options, "episodes": n, "seeds": seeds,
+        "key": entry_key(name, preset), "setting": name, "family": family, "options": options, "episodes": n, "seeds": seeds,
         "steps_per_seed": result.env_steps, "updates": result.updates, "preset": preset, "config": config,
         "train_seconds": result.train_seconds, "compile_seconds": result.compile_seconds,
         "train_wall_seconds": train_wall, "resumed": resume,
@@ -118,6 +120,11 @@ def run_setting(name, seeds, steps, preset, tasks, eval_points=10):
             "env_steps": reached["env_steps"], "train_seconds": reached["train_seconds"],
             "with_compile_seconds": reached["train_seconds"] + result.compile_seconds},
     }
+
+
+def entry_key(name, preset):
+    """rl2.json's key of a setting's row: the setting, or "setting (preset)" for a non-default preset."""
+    return name if preset == SETTINGS[name][4] else f"{name} ({preset})"
 
 
 def dataclass_items(cfg):
@@ -202,14 +209,16 @@ def main(argv=None):
         # re-read before writing: other invocations may have added settings meanwhile
         data = json.load(open(path)) if os.path.exists(path) else {"entries": {}}
         data["meta"] = meta
-        data["entries"][name] = entry
+        data["entries"][entry["key"]] = entry
         os.makedirs(RESULTS, exist_ok=True)
         write_json_atomic(path, data)
         write_markdown(data)
 
 
 def write_markdown(data):
-    ordered = [data["entries"][k] for k in SETTINGS if k in data["entries"]]
+    # the setting's default-preset row first, then its other presets'
+    ordered = [e for k in SETTINGS for e in sorted(data["entries"].values(), key=lambda e: e.get("key", e["setting"]))
+               if e["setting"] == k]
     with open(os.path.join(RESULTS, "rl2.md"), "w") as f:
         f.write(markdown(ordered, data["meta"]))
 

@@ -135,6 +135,10 @@ PRESETS: dict[str, RL2Config] = {
 # 0.3. On bandit n=100, k=5 (one seed, 1.8M steps) it reached 72.5 where "fast" with 20-trial
 # minibatches and lr 1e-3 reached 58 (see docs/rl2.md).
 PRESETS["fast-long"] = dataclasses.replace(PRESETS["fast"], minibatch_trials=20, lr=1e-3, gamma=0.99, gae_lambda=0.3)
+# "fast-long" with a GRU of 256 units (the reference's width, still one shared core): in single-seed
+# probes on bandit n=100, k=5 (benchmarks/results/rl2_bandit_probe.md) it reached 76.5 after 2M steps
+# where "fast-long" reached 72.7 (about 3.5x the compute per step).
+PRESETS["fast-long-256"] = dataclasses.replace(PRESETS["fast-long"], hidden=256)
 
 
 @struct.dataclass
