@@ -288,7 +288,7 @@ weight-gradient matmul); `metarl.nets.recurrent.gru_layer` now projects each ste
 inside the scan and accumulates the gradients in the backward carry. What remains is ~200 sequential
 scan steps per minibatch (forward + backward), each a few [2, b, 256] x [2, 256, 768] matmuls plus
 ~40 small elementwise/reduction ops; at b = 60 those matmuls are too small to use both cores or reach
-the 220-250 GFLOP/s a large matmul gets, and the small ops' fixed cost per op dominates. Larger
+the rate a large matmul gets (see the calibration above), and the small ops' fixed cost per op dominates. Larger
 minibatches (480) amortise it. The load average matters: with other jobs on the 2 cores, the wall
 time grows roughly with the load, so compare the load-independent steps per CPU-second too.
 """
