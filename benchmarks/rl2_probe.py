@@ -15,8 +15,8 @@ on the same tasks ("gap closed" = (RL² - low) / (high - low)). Two groups:
 
     python benchmarks/rl2_probe.py GROUP [PROBE ...] [--steps N] [--tasks 300]
 
-Run folders go to runs/GROUP-probe/PROBE (rerunning continues them; the MDP group keeps its older
-folder runs/mdp_probe); results to benchmarks/results/rl2_mdp_probe.* and rl2_bandit_probe.*.
+Run folders go to runs/mdp_probe/PROBE and runs/bandit_probe/PROBE (rerunning continues them);
+results to benchmarks/results/rl2_mdp_probe.* and rl2_bandit_probe.*.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class Group:
     #: name -> (what it tests, family options, RL² config changes from "fast-long")
     probes: dict
     target: float | None = None  #: report when the held-out curve first reaches this
+    eval_points: int = 3  #: held-out evaluations during each probe
 
 
 GROUPS = {
@@ -84,6 +85,7 @@ GROUPS = {
             "ent-0.003": ("a third of the entropy bonus", {"arms": 5}, {"ent_coef": 0.003}),
         },
         target=78.0,
+        eval_points=8,
     ),
 }
 
@@ -100,8 +102,7 @@ def run_probe(group, name, steps, tasks):
     algo = algos.make("rl2", env, g.episodes, **dataclasses.asdict(config))
     out = os.path.join(g.runs, name)
     resume = os.path.exists(os.path.join(out, "config.json"))
-    points = 3 if group == "mdp-n10" else 8
-    every = max(algo.steps_per_update, steps // points // algo.steps_per_update * algo.steps_per_update)
+    every = max(algo.steps_per_update, steps // g.eval_points // algo.steps_per_update * algo.steps_per_update)
     start = time.perf_counter()
     result = train(algo, seeds=1, total_steps=steps, out_dir=out, resume=resume, eval_every=every, eval_tasks=tasks,
                    eval_seed=0, eval_baselines=[], quiet=True, command=["python", "benchmarks/rl2_probe.py", group, name])

@@ -201,6 +201,9 @@ def main(argv=None):
     unknown = [s for s in args.settings if s not in SETTINGS]
     if unknown:
         parser.error(f"unknown setting(s) {unknown}; valid: {', '.join(SETTINGS)}")
+    presets = algos.algorithm_class("rl2").presets
+    if args.preset is not None and args.preset not in presets:
+        parser.error(f"unknown preset {args.preset!r}; valid: {', '.join(presets)}")
     meta = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "jax": jax.__version__}
     for name in args.settings:
         entry = run_setting(name, args.seeds, args.steps, args.preset, args.tasks, args.eval_points)
