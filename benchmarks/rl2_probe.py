@@ -1,7 +1,7 @@
 """Short single-seed RL² probes: what limits learning on a setting at our budgets.
 
 Each probe trains one RL² seed for the same number of environment steps, changing one thing from
-the "fast-long" preset, and scores it on held-out tasks (PRNGKey(0)) beside two reference agents
+a preset ("fast-long", or "fast" for 10-step trials), and scores it on held-out tasks (PRNGKey(0)) beside two reference agents
 on the same tasks ("gap closed" = (RL² - low) / (high - low)). Two groups:
 
 - `mdp-n10`: why RL² does not learn the tabular MDP (n=10): 10-episode trials of random tabular
@@ -12,11 +12,15 @@ on the same tasks ("gap closed" = (RL² - low) / (high - low)). Two groups:
 - `bandit-n100-k5`: why RL² plateaus below Gittins on 100 pulls of a 5-armed Bernoulli bandit,
   beside Random and Gittins; each probe's held-out curve also says how soon it passes 78 (the
   time-to-result target).
+- `bandit-n10-k5`: whether anything lifts RL² from its 6.58 plateau on 10 pulls of a 5-armed
+  Bernoulli bandit (reference 6.7) toward Gittins: a larger batch, a learning-rate decay, a wider
+  core, each from the "fast" preset.
 
     python benchmarks/rl2_probe.py GROUP [PROBE ...] [--steps N] [--tasks 300]
 
-Run folders go to runs/mdp_probe/PROBE and runs/bandit_probe/PROBE (rerunning continues them);
-results to benchmarks/results/rl2_mdp_probe.* and rl2_bandit_probe.*.
+Run folders go to runs/mdp_probe/PROBE, runs/bandit_probe/PROBE and runs/bandit10_probe/PROBE
+(rerunning continues them); results to benchmarks/results/rl2_mdp_probe.*, rl2_bandit_probe.* and
+rl2_bandit10_probe.*.
 """
 
 from __future__ import annotations
@@ -53,10 +57,12 @@ class Group:
     runs: str  #: run folders
     results: str  #: results file stem
     default_steps: int
-    #: name -> (what it tests, family options, RL² config changes from "fast-long")
+    #: name -> (what it tests, family options, RL² config changes from the `base` preset)
     probes: dict
     target: float | None = None  #: report when the held-out curve first reaches this
     eval_points: int = 3  #: held-out evaluations during each probe
+    base: str = "fast-long"  #: the preset the probes change
+    decimals: int = 1  #: of the returns in the table
 
 
 GROUPS = {
@@ -71,6 +77,9 @@ GROUPS = {
             "1-state": ("the same trials with one state: a 5-armed Gaussian bandit, 10 episodes of 10 pulls", {"states": 1}, {}),
             "3-states": ("three states instead of ten", {"states": 3}, {}),
             "noiseless-rewards": ("ten states, rewards exactly mu(s, a) (no N(0, 1) noise)", {"reward_noise_std": 0.0}, {}),
+            "epochs-16": ("4x the PPO epochs per update (the reference MDP script used 40): more reuse of each sample", {}, {"epochs": 16}),
+            "epochs-32": ("8x the PPO epochs per update", {}, {"epochs": 32}),
+            "epochs-16-gru-256": ("4x the epochs with a shared GRU of 256 units (the two best changes together)", {}, {"epochs": 16, "hidden": 256}),
         },
     ),
     "bandit-n100-k5": Group(
@@ -83,9 +92,26 @@ GROUPS = {
             "gru-256": ("a shared GRU of 256 units instead of 128", {"arms": 5}, {"hidden": 256}),
             "lr-2e-3-decay": ("twice the learning rate, decayed linearly to 0 over the probe", {"arms": 5}, {"lr": 2e-3, "lr_decay_updates": -1}),
             "ent-0.003": ("a third of the entropy bonus", {"arms": 5}, {"ent_coef": 0.003}),
+            "gru-256-epochs-8": ("a shared GRU of 256 units with twice the PPO epochs (more reuse of each sample)", {"arms": 5},
+                                 {"hidden": 256, "epochs": 8}),
         },
         target=78.0,
         eval_points=8,
+    ),
+    "bandit-n10-k5": Group(
+        "RL² on Bernoulli bandits (n=10, k=5): probes", "bandit", 10, "random", "gittins", "runs/bandit10_probe", "rl2_bandit10_probe",
+        2_000_000,
+        {
+            "fast": ("the preset of rl2.md's bandit-n10-k5 row", {"arms": 5}, {}),
+            "batch-48k": ("4x the trials per update (4,800), 4x the minibatches: less gradient noise per update", {"arms": 5},
+                          {"steps_per_update": 48_000}),
+            "lr-decay": ("the learning rate decayed linearly to 0 over the probe", {"arms": 5}, {"lr_decay_updates": -1}),
+            "gru-256": ("a shared GRU of 256 units instead of 128", {"arms": 5}, {"hidden": 256}),
+        },
+        target=6.7,
+        eval_points=5,
+        base="fast",
+        decimals=2,
     ),
 }
 
@@ -95,7 +121,7 @@ def run_probe(group, name, steps, tasks):
     what, options, changes = g.probes[name]
     env = metarl.make(g.family, **options)
     over_probe = changes.get("lr_decay_updates") == -1  # decay over the probe's own number of updates
-    config = dataclasses.replace(algos.algorithm_class("rl2").presets["fast-long"], **{**changes, "lr_decay_updates": 0} if over_probe else changes)
+    config = dataclasses.replace(algos.algorithm_class("rl2").presets[g.base], **{**changes, "lr_decay_updates": 0} if over_probe else changes)
     if over_probe:
         per_update = algos.make("rl2", env, g.episodes, **dataclasses.asdict(config)).steps_per_update
         config = dataclasses.replace(config, lr_decay_updates=-(-steps // per_update))
@@ -147,9 +173,10 @@ def markdown(group, data):
             continue
         r, lo, hi = e["rl2"], e[g.low], e[g.high]
         gap = (r["mean"] - lo["mean"]) / (hi["mean"] - lo["mean"])
-        curve = ", ".join(f"{c[0] // 1000}k: {c[1]:.1f}" for c in e["curve"])
-        lines.append(f"| {name} | {e['tests']} | {e['steps']:,} | {r['mean']:.1f} [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}] | "
-                     f"{lo['mean']:.1f} | {hi['mean']:.1f} | {gap:.0%} | {curve} | {e['train_seconds']:.0f} s |"
+        d = g.decimals
+        curve = ", ".join(f"{c[0] // 1000}k: {c[1]:.{d}f}" for c in e["curve"])
+        lines.append(f"| {name} | {e['tests']} | {e['steps']:,} | {r['mean']:.{d}f} [{r['ci95'][0]:.{d}f}, {r['ci95'][1]:.{d}f}] | "
+                     f"{lo['mean']:.{d}f} | {hi['mean']:.{d}f} | {gap:.0%} | {curve} | {e['train_seconds']:.0f} s |"
                      + (target_cell(e["curve"], g.target) if g.target is not None else ""))
     return "\n".join(lines + [""])
 
