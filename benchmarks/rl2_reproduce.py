@@ -161,7 +161,7 @@ def markdown(entries, meta):
         verdict = "at or above the reference" if r["mean"] >= target else (
             f"below ({r['mean'] - target:+.1f}); the reference is inside the seeds' CI" if r["ci95"][1] >= target
             else f"below ({r['mean'] - target:+.1f})")
-        per_seed = ", ".join(f"{x:.1f}" for x in r["per_seed"]) if r.get("per_seed") else ""
+        per_seed = ", ".join(f"{x:.{2 if abs(r['mean']) < 20 else 1}f}" for x in r["per_seed"]) if r.get("per_seed") else ""
         ttt = e.get("time_to_target", "n/a")
         ttt = ("not reached" if ttt is None else "not measured" if ttt == "n/a" else
                f"{ttt['with_compile_seconds']:.0f} s ({ttt['env_steps']:,} steps)")
