@@ -1,8 +1,9 @@
 """Short single-seed RL² probes: what limits learning on a setting at our budgets.
 
 Each probe trains one RL² seed for the same number of environment steps, changing one thing from
-a preset ("fast-long", or "fast" for 10-step trials), and scores it on held-out tasks (PRNGKey(0)) beside two reference agents
-on the same tasks ("gap closed" = (RL² - low) / (high - low)). Two groups:
+a preset ("fast-long", or "fast" for 10-step trials), and scores it on held-out tasks (PRNGKey(0))
+beside two reference agents on the same tasks ("gap closed" = (RL² - low) / (high - low)). Three
+groups:
 
 - `mdp-n10`: why RL² does not learn the tabular MDP (n=10): 10-episode trials of random tabular
   MDPs (10 states, 5 actions, 10 steps per episode, rewards N(mu, 1), mu ~ N(1, 1)), beside Random

@@ -50,7 +50,7 @@ def bernoulli_bayes_optimal(
         """(E[G], E[G^2]) of the future total reward G from `state` with `remaining` pulls left."""
         if remaining == 0:
             return 0.0, 0.0
-        key = (state, remaining)
+        key = state  # the pulls left are `pulls` minus the pulls the state counts
         hit = memo.get(key)
         if hit is not None:
             return hit
