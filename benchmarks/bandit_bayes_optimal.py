@@ -7,7 +7,7 @@ No agent can beat the Bayes-optimal agent's expected total reward on the task di
 published number and our RL² (from `benchmarks/results/rl2.json`) against it, in units of the
 standard error of a 1000-task mean of the optimal agent.
 
-    python benchmarks/bandit_bayes_optimal.py
+    python -m benchmarks.bandit_bayes_optimal
 
 Writes benchmarks/results/bandit_bayes_optimal.{md,json}. The 100-pull settings are out of reach of
 exact dynamic programming (billions of belief states) and are not included.
@@ -21,8 +21,7 @@ import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_tables import bandit_reference  # noqa: E402
+from benchmarks.reference_tables import bandit_reference  # noqa: E402
 
 from metarl.baselines.bayes_optimal import bernoulli_bayes_optimal  # noqa: E402
 from metarl.run.folder import write_json_atomic  # noqa: E402
@@ -61,7 +60,7 @@ def main():
             "published_minus_optimum_in_se": {c: None if v is None else (v - r.value) / se for c, v in published.items()},
             "ours": ours(pulls, arms),
         })
-    meta = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "command": "python benchmarks/bandit_bayes_optimal.py",
+    meta = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "command": "python -m benchmarks.bandit_bayes_optimal",
             "tasks_for_se": TASKS}
     os.makedirs(RESULTS, exist_ok=True)
     write_json_atomic(os.path.join(RESULTS, "bandit_bayes_optimal.json"), {"meta": meta, "entries": entries})

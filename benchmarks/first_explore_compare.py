@@ -26,8 +26,8 @@ accumulate in benchmarks/results/first_explore.json (one entry per variant, rewr
 variant is rerun); first_explore.md and one per-episode reward PNG per variant
 (first_explore_VARIANT.png) are regenerated from all entries.
 
-    python benchmarks/first_explore_compare.py bandit-deceptive room-deceptive [--seeds 2] [--scale 1.0]
-    python benchmarks/first_explore_compare.py --list
+    python -m benchmarks.first_explore_compare bandit-deceptive room-deceptive [--seeds 2] [--scale 1.0]
+    python -m benchmarks.first_explore_compare --list
 
 Run folders go to runs/fe_compare/VARIANT/METHOD, or VARIANT-xSCALE/METHOD when --scale is not 1
 (rerunning resumes a run whose folder exists, so a long budget can be trained over several sessions).
@@ -45,7 +45,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import metarl
@@ -225,7 +224,7 @@ def main(argv=None):
     data = {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     data["meta"] = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "jax": jax.__version__, "commit": commit,
-                    "command": "`python benchmarks/first_explore_compare.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`"}
+                    "command": "`python -m benchmarks.first_explore_compare " + " ".join(argv if argv is not None else sys.argv[1:]) + "`"}
     for name in args.variants:
         start = time.perf_counter()
         entry = run_variant(name, args.seeds, args.scale, args.tasks, methods)

@@ -10,7 +10,7 @@ records the exploit policy's mean reward per pull during training (its context: 
 so far) and after the last explore pull. Random pulls score (0.5 + 9 x 0) / 10 = 0.05 on the
 deceptive variant, the safe arm 0.5; exploiting the best arm in a 20-pull random context about 1.
 
-    python benchmarks/first_explore_rules.py [--updates 1000] [--seeds 2] [--episodes 20]
+    python -m benchmarks.first_explore_rules [--updates 1000] [--seeds 2] [--episodes 20]
 
 Writes benchmarks/results/first_explore_rules.md and .json.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -81,7 +80,7 @@ def main():
     results = {}
     for label, (preset, overrides) in RULES.items():
         results[label] = train_rule(preset, overrides, env, args.episodes, args.updates, args.seeds)
-    command = f"python benchmarks/first_explore_rules.py --updates {args.updates} --seeds {args.seeds} --episodes {args.episodes}"
+    command = f"python -m benchmarks.first_explore_rules --updates {args.updates} --seeds {args.seeds} --episodes {args.episodes}"
     out = {"command": command, "machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "jax": jax.__version__,
            "family": "fixed-arm-bandit", "options": {"arms": 10, "fixed_mean": 0.5}, "episodes": args.episodes,
            "seeds": args.seeds, "updates": args.updates, "results": results}

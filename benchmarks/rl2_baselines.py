@@ -5,7 +5,7 @@ All 9 Bernoulli-bandit settings and all 5 tabular-MDP settings, 1000 tasks each 
 Writes benchmarks/results/baselines.md and .json: our number with its 95% interval, the reference
 number, the relative difference, the hyperparameters used, and compile/run times on this machine.
 
-    python benchmarks/rl2_baselines.py [--tasks 1000] [--seed 0] [--out benchmarks/results]
+    python -m benchmarks.rl2_baselines [--tasks 1000] [--seed 0] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import time
 
 import jax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference_tables as ref  # noqa: E402
+from benchmarks import reference_tables as ref  # noqa: E402
 
 import metarl  # noqa: E402
 from metarl.eval.report import run_baselines, summarize  # noqa: E402
@@ -152,7 +151,7 @@ def main(argv=None):
         return
     start = time.perf_counter()
     result = {
-        "command": "python benchmarks/rl2_baselines.py" + (f" --tasks {args.tasks}" if args.tasks != 1000 else "")
+        "command": "python -m benchmarks.rl2_baselines" + (f" --tasks {args.tasks}" if args.tasks != 1000 else "")
         + (f" --seed {args.seed}" if args.seed else ""),
         "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
         "jax": jax.__version__, "backend": jax.default_backend(), "tasks": args.tasks, "seed": args.seed,

@@ -17,7 +17,7 @@ groups:
   Bernoulli bandit (reference 6.7) toward Gittins: a larger batch, a learning-rate decay, a wider
   core, each from the "fast" preset.
 
-    python benchmarks/rl2_probe.py GROUP [PROBE ...] [--steps N] [--tasks 300]
+    python -m benchmarks.rl2_probe GROUP [PROBE ...] [--steps N] [--tasks 300]
 
 Run folders go to runs/mdp_probe/PROBE, runs/bandit_probe/PROBE and runs/bandit10_probe/PROBE
 (rerunning continues them); results to benchmarks/results/rl2_mdp_probe.*, rl2_bandit_probe.* and
@@ -36,8 +36,7 @@ import time
 
 import jax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rl2_reproduce import learning_curve  # noqa: E402
+from benchmarks.rl2_reproduce import learning_curve  # noqa: E402
 
 import metarl  # noqa: E402
 from metarl import algos  # noqa: E402
@@ -161,7 +160,7 @@ def markdown(group, data):
         f"Produced by `benchmarks/rl2_probe.py {group}` on {data['meta']['machine']} (JAX {data['meta']['jax']}). One seed "
         f"per probe, the same steps each, scored on held-out tasks (PRNGKey(0)) beside {low} and {high} on the same "
         f"tasks (95% t-intervals over tasks). \"gap closed\" = (RL² - {low}) / ({high} - {low}). Each row: "
-        f"`python benchmarks/rl2_probe.py {group} PROBE --steps STEPS --tasks TASKS`, training seed 0; training time is "
+        f"`python -m benchmarks.rl2_probe {group} PROBE --steps STEPS --tasks TASKS`, training seed 0; training time is "
         "the summed training chunks (evaluation excluded), measured with other jobs sharing the 2 cores.",
         "",
         f"| probe | what it tests | steps | RL² | {low} | {high} | gap closed | held-out curve (steps: mean) | training time |"

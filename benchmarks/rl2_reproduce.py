@@ -8,8 +8,8 @@ agent on 1000 held-out tasks (sampled with PRNGKey(0), never trained on) beside 
 baselines on the same tasks. Results accumulate in benchmarks/results/rl2.json (one entry per
 setting, rewritten when the setting is rerun) and rl2.md is regenerated from all entries.
 
-    python benchmarks/rl2_reproduce.py bandit-n10-k5 mdp-n10 [--seeds 3] [--steps N] [--preset NAME]
-    python benchmarks/rl2_reproduce.py --list
+    python -m benchmarks.rl2_reproduce bandit-n10-k5 mdp-n10 [--seeds 3] [--steps N] [--preset NAME]
+    python -m benchmarks.rl2_reproduce --list
 
 Run folders go to runs/repro/SETTING (resumable: rerunning continues a killed run).
 """
@@ -25,8 +25,7 @@ import time
 
 import jax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference_tables as ref  # noqa: E402
+from benchmarks import reference_tables as ref  # noqa: E402
 
 import metarl  # noqa: E402
 from metarl import algos  # noqa: E402

@@ -2,9 +2,9 @@
 networks, Bernoulli bandit k=5, trials of 100 pulls, 240,000 steps per update, 8 epochs,
 minibatches of 60 trials) on this machine's CPU.
 
-    python benchmarks/rl2_speed.py [--updates 2] [--steps-per-update 240000] [--out benchmarks/results]
-    METARL_HOST_DEVICES=2 python benchmarks/rl2_speed.py --devices 2 --tag _dev2   # data parallel
-    METARL_HOST_DEVICES=2 python benchmarks/rl2_speed.py --compare-devices 1,2     # interleaved A/B
+    python -m benchmarks.rl2_speed [--updates 2] [--steps-per-update 240000] [--out benchmarks/results]
+    METARL_HOST_DEVICES=2 python -m benchmarks.rl2_speed --devices 2 --tag _dev2   # data parallel
+    METARL_HOST_DEVICES=2 python -m benchmarks.rl2_speed --compare-devices 1,2     # interleaved A/B
 
 `--devices N` runs `RL2Config(devices=N)`: every rollout and PPO minibatch split over N JAX devices;
 on a CPU that needs N host devices, i.e. METARL_HOST_DEVICES=N in the environment (this script sets
@@ -279,7 +279,7 @@ Calibration (before / after the timed updates; the issue's machine in brackets):
 | GFLOP/s in learning (estimate) | {result['learning_gflop_per_s']:.1f} |
 | compile (s) | {compile_s:.1f} |
 
-Regenerate: `{'METARL_HOST_DEVICES=' + str(s['devices']) + ' ' if s['devices'] > 1 else ''}python benchmarks/rl2_speed.py --updates {args.updates}{' --steps-per-update ' + str(args.steps_per_update) if args.steps_per_update != 240_000 else ''} --minibatch-trials {s['minibatch_trials']}{' --devices ' + str(s['devices']) if s['devices'] > 1 else ''}{' --tag ' + args.tag if args.tag else ''}`.
+Regenerate: `{'METARL_HOST_DEVICES=' + str(s['devices']) + ' ' if s['devices'] > 1 else ''}python -m benchmarks.rl2_speed --updates {args.updates}{' --steps-per-update ' + str(args.steps_per_update) if args.steps_per_update != 240_000 else ''} --minibatch-trials {s['minibatch_trials']}{' --devices ' + str(s['devices']) if s['devices'] > 1 else ''}{' --tag ' + args.tag if args.tag else ''}`.
 
 Where the time goes (jax.profiler trace of one 60-trial PPO minibatch step, see the commit log):
 before the fused GRU layer about half of it was memory-bound work on [T, N, B, 3H] = 37 MB arrays

@@ -20,7 +20,7 @@ then score every bandit baseline column of RL²'s table at the tuned values.
    `metarl.eval.report.run_agents`: tasks `PRNGKey(0)`, randomness `evaluation_key(0)`), beside
    the reference, with compile and run times (run = after compilation, 1000 tasks).
 
-    python benchmarks/tune_bandit_baselines.py [--tune-tasks 1000] [--eval-tasks 1000] [--skip-tune]
+    python -m benchmarks.tune_bandit_baselines [--tune-tasks 1000] [--eval-tasks 1000] [--skip-tune]
 
 Writes benchmarks/results/tune_bandit.{json,md}. The chosen values are copied into
 `TUNED` in metarl/baselines/bandit.py; the script reports whether that table matches.
@@ -38,9 +38,8 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import reference_tables as ref  # noqa: E402
+from benchmarks import reference_tables as ref  # noqa: E402
 
 from metarl.baselines import make  # noqa: E402
 from metarl.baselines.bandit import TUNED  # noqa: E402
@@ -276,7 +275,7 @@ def main(argv=None):
     chosen = {setting: {name: cell["chosen"] for name, cell in names.items()} for setting, names in tuning.items()}
     evaluation = evaluate_all(chosen, args.eval_tasks, log)
     result = {
-        "command": "python benchmarks/tune_bandit_baselines.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.tune_bandit_baselines " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPU cores".strip(),
         "jax": jax.__version__,
         "tune_tasks": tune_tasks,

@@ -7,7 +7,7 @@ evaluation beside the reference table is benchmarks/rl2_baselines.py).
    one run scores every setting n in {10, 25, 50, 75, 100} (common random numbers across values).
    The chosen value per n maximises the mean total reward over the first n episodes.
 
-    python benchmarks/tune_mdp_baselines.py [--tune-tasks 500]
+    python -m benchmarks.tune_mdp_baselines [--tune-tasks 500]
 
 Writes benchmarks/results/tune_mdp.{json,md}."""
 
@@ -23,7 +23,6 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 from metarl.baselines import make  # noqa: E402
@@ -146,7 +145,7 @@ def main(argv=None):
     start = time.time()
     env = make_env("tabular-mdp")
     result = {
-        "command": "python benchmarks/tune_mdp_baselines.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.tune_mdp_baselines " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, jax {jax.__version__} {jax.default_backend()}",
         "tune_tasks": args.tune_tasks,
         "tune_seeds": f"PRNGKey({TUNE_SEED_BASE} + i), i < {args.tune_tasks}", "eval_seed": EVAL_SEED,

@@ -8,7 +8,8 @@ remembers within a trial (a recurrent state, visit counts, a posterior). `timest
 `metarl.envs.TimeStep` for one trial; agents are written for one trial and vmapped by callers.
 
 A *privileged* agent (the Oracle) is given the task as its `params` by the evaluator; no other
-agent ever sees the task.
+agent ever sees the task. An agent with `reads_context = True` sees the task's context vector
+(`env.context(task)`, e.g. physical parameters) in `TimeStep.context`, and nothing else of it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Agent:
 
     name: ClassVar[str] = ""
     privileged: ClassVar[bool] = False
+    #: shown its task's `env.context(task)` in `TimeStep.context` (explicit-context agents); not privileged
+    reads_context: ClassVar[bool] = False
 
     env: Environment
     episodes: int  #: n, episodes in a trial (some agents plan over the trial's horizon)

@@ -535,6 +535,7 @@ def eval_command(args: list[str]) -> int:
                 md_path=values["markdown"],
                 plot_path=values["plot"],
                 checkpoint=values["checkpoint"],
+                log=lambda line: print(f"{PROG}: {line}", file=sys.stderr),
             )
     except CheckpointError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
@@ -553,8 +554,29 @@ def _top_help() -> str:
     return "\n".join(lines)
 
 
+def enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache in ~/.cache/metarl/jax (or $METARL_CACHE_DIR; "off"
+    disables it): a second run of the same command skips most of its XLA compilation."""
+    import os
+
+    path = os.environ.get("METARL_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "metarl", "jax"))
+    if path.strip().lower() == "off":
+        return
+    import jax
+
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return  # an unwritable home: run without the cache
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line on `argv` (default: `sys.argv[1:]`); returns the exit code."""
+    """Run the command line on `argv` (default: `sys.argv[1:]`, with JAX's persistent compilation
+    cache on); returns the exit code."""
+    if argv is None:
+        enable_compilation_cache()
     args = list(sys.argv[1:] if argv is None else argv)
     if _wants_help(args):
         print(_top_help())

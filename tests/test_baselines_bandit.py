@@ -19,10 +19,10 @@ from metarl.eval.evaluate import evaluate
 BANDIT_AGENTS = ["greedy", "eps-greedy", "ucb1", "thompson", "ots", "gittins", "oracle"]
 
 
-def _timestep(prev_action=-1, prev_reward=0.0, first=False):
+def _timestep(prev_action=0, prev_reward=0.0, first=False):
     obs = jnp.ones((1,), jnp.float32)
     return TimeStep(obs, jnp.int32(prev_action), jnp.float32(prev_reward), jnp.bool_(True), jnp.int32(0),
-                    jnp.int32(0), jnp.bool_(first), obs)
+                    jnp.int32(0), jnp.bool_(first), obs, jnp.zeros((0,), jnp.float32))
 
 
 def _choice_frequencies(agent, carry, timestep, draws=20000, params=None):

@@ -8,7 +8,6 @@ import pytest
 
 from metarl.baselines import make
 from metarl.baselines.mdp import (
-    MDPCounts,
     finite_horizon_q_values,
     optimistic_transition,
     posterior_mean_mdp,
@@ -48,7 +47,7 @@ def test_optimistic_transition_hand_worked():
     np.testing.assert_allclose(np.asarray(out), [1.0, 0.0, 0.0], atol=1e-6)
 
 
-def _timestep(state, S, prev_action=-1, prev_reward=0.0, outcome=None, step_index=0, episode_index=0, first=False, done=False):
+def _timestep(state, S, prev_action=0, prev_reward=0.0, outcome=None, step_index=0, episode_index=0, first=False, done=False):
     obs = jax.nn.one_hot(state, S)
     return TimeStep(
         obs=obs,
@@ -59,6 +58,7 @@ def _timestep(state, S, prev_action=-1, prev_reward=0.0, outcome=None, step_inde
         step_index=jnp.int32(step_index),
         first=jnp.bool_(first),
         outcome_obs=obs if outcome is None else jax.nn.one_hot(outcome, S),
+        context=jnp.zeros((0,), jnp.float32),
     )
 
 
@@ -103,7 +103,7 @@ def test_psrl_resamples_only_at_episode_starts():
     plans = []
     for t in range(9):
         h = t % 3
-        ts = _timestep(0, 3, prev_action=0 if t else -1, step_index=h, episode_index=t // 3, first=t == 0, done=t > 0 and h == 0)
+        ts = _timestep(0, 3, prev_action=0, step_index=h, episode_index=t // 3, first=t == 0, done=t > 0 and h == 0)
         _, carry = act(None, carry, ts, jax.random.PRNGKey(100 + t))
         plans.append(np.asarray(carry.q_values))
     for t in range(1, 9):

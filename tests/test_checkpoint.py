@@ -107,7 +107,7 @@ def test_missing_checkpoint(tmp_path):
     [
         (lambda d: d[: len(d) // 2], "truncated"),  # cut inside the payload
         (lambda d: d[:30], "header is incomplete|not valid"),  # cut inside the header
-        (lambda d: b"", "not a metarl checkpoint"),  # empty file
+        (lambda d: b"", "is empty"),  # empty file
         (lambda d: d[:-100] + bytes(b ^ 0xFF for b in d[-100:-99]) + d[-99:], "SHA-256"),  # one byte flipped
         (lambda d: b"PK\x03\x04" + d[4:], "not a metarl checkpoint"),  # some other file
         (lambda d: d.replace(b'"updates":7', b'"updates":7,,', 1), "header is not valid"),  # garbled header

@@ -101,7 +101,7 @@ def test_inapplicable_baseline_is_a_clear_error(capsys):
     if not mdp_only:
         pytest.skip("no baseline specific to tabular-mdp registered")
     code, _, err = run(capsys, "baselines", "bandit", "--agents", mdp_only[0])
-    assert code == 2 and f"does not apply to task family 'bandit'" in err
+    assert code == 2 and "does not apply to task family 'bandit'" in err
 
 
 def test_malformed_flag_exits_2(capsys):

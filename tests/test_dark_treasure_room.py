@@ -30,7 +30,7 @@ def _run(env, task, actions):
     out = [np.asarray(obs)]
     rewards, dones = [], []
     for a in actions:
-        obs, state, reward, done, _ = step(KEY, state, a, task)
+        obs, state, reward, _, done, _ = step(KEY, state, a, task)
         out.append(np.asarray(obs))
         rewards.append(float(reward))
         dones.append(bool(done))
@@ -112,7 +112,7 @@ def test_oracle_matches_brute_force_on_a_small_room():
         _, state = env.reset(KEY, task)
 
         def body(state, a):
-            _, state, reward, _, _ = env.step(KEY, state, a, task)
+            _, state, reward, _, _, _ = env.step(KEY, state, a, task)
             return state, reward
 
         return jax.lax.scan(body, state, actions)[1].sum()

@@ -27,8 +27,8 @@ def test_every_family_resets_and_steps_under_jit_and_vmap(name):
     obs, state = jax.jit(jax.vmap(env.reset))(keys, tasks)
     assert obs.shape == (3, *env.obs_shape)
     actions = jnp.arange(3) % env.num_actions
-    obs2, state2, reward, done, _ = jax.jit(jax.vmap(env.step))(keys, state, actions, tasks)
-    assert obs2.shape == obs.shape and reward.shape == (3,) and done.shape == (3,)
+    obs2, state2, reward, terminated, truncated, _ = jax.jit(jax.vmap(env.step))(keys, state, actions, tasks)
+    assert obs2.shape == obs.shape and reward.shape == (3,) and terminated.shape == truncated.shape == (3,)
     assert env.action_space().n == env.num_actions
     assert env.observation_space().shape == env.obs_shape
 
@@ -40,7 +40,7 @@ def test_bandit_pays_bernoulli_of_the_pulled_arm():
     task = BanditTask(jnp.array([0.0, 1.0, 0.25]))
     obs, state = env.reset(KEY, task)
     for arm, expected in [(0, 0.0), (1, 1.0)]:
-        _, _, reward, done, _ = env.step(KEY, state, arm, task)
+        _, _, reward, done, _, _ = env.step(KEY, state, arm, task)
         assert float(reward) == expected and bool(done)  # each pull is a one-step episode
     rewards = jax.vmap(lambda k: env.step(k, state, 2, task)[2])(jax.random.split(KEY, 20000))
     assert abs(float(rewards.mean()) - 0.25) < 0.01  # 4 sigma = 0.012
@@ -70,7 +70,7 @@ def test_tabular_mdp_hand_worked_transitions():
     # s0 -a1-> s1 pays mu[0,1]=2; s1 -a0-> s1 pays mu[1,0]=3; s1 -a1-> s0 pays mu[1,1]=4, episode over
     expected = [(1, 2.0, [0.0, 1.0], False), (0, 3.0, [0.0, 1.0], False), (1, 4.0, [1.0, 0.0], True)]
     for action, r, o, d in expected:
-        obs, state, reward, done, _ = env.step(KEY, state, action, task)
+        obs, state, reward, _, done, _ = env.step(KEY, state, action, task)
         assert float(reward) == r and bool(done) == d
         np.testing.assert_array_equal(obs, o)
     assert int(state.t) == 3
@@ -81,7 +81,7 @@ def test_tabular_mdp_noise_and_transition_sampling():
     P = jnp.array([[[0.2, 0.3, 0.5]], [[1.0, 0.0, 0.0]], [[1.0, 0.0, 0.0]]])
     task = TabularMDPTask(jnp.array([[1.5], [0.0], [0.0]]), P)
     _, state = env.reset(KEY, task)
-    obs, _, reward, _, _ = jax.vmap(lambda k: env.step(k, state, 0, task))(jax.random.split(KEY, 20000))
+    obs, _, reward, _, _, _ = jax.vmap(lambda k: env.step(k, state, 0, task))(jax.random.split(KEY, 20000))
     assert abs(float(reward.mean()) - 1.5) < 0.03 and abs(float(reward.std()) - 1.0) < 0.02
     np.testing.assert_allclose(obs.mean(0), [0.2, 0.3, 0.5], atol=0.015)
 
@@ -149,7 +149,7 @@ def test_trial_boundaries_task_kept_and_indices():
     trial = metarl.Trial(env, episodes=2)
     task = _chain_mdp()
     ts, state = jax.jit(trial.reset)(KEY, task)
-    assert bool(ts.first) and int(ts.prev_action) == -1 and float(ts.prev_reward) == 0.0
+    assert bool(ts.first) and not bool(ts.has_prev_action) and int(ts.prev_action) == 0 and float(ts.prev_reward) == 0.0
     step = jax.jit(trial.step)
     actions = [1, 1, 1, 0, 1, 0, 1]
     seen = []
@@ -222,10 +222,32 @@ def test_evaluate_rejects_mismatched_inputs():
     agent = make_baseline("random", metarl.make("bandit", arms=3), 10)
     with pytest.raises(ConfigError, match="agent was built for bandit"):
         evaluate(agent, None, env, env.sample_tasks(KEY, 4), 10, KEY)
+    mdp = metarl.make("tabular-mdp", states=3, actions=2)
+    bad = TabularMDPTask(jnp.zeros((4, 3, 2)), jnp.full((3, 3, 2, 3), 1 / 3))
+    with pytest.raises(ConfigError, match="same leading"):
+        evaluate(make_baseline("random", mdp, 10), None, mdp, bad, 10, KEY)
     bad = BanditTask(jnp.zeros((4, 2)))
     bad = bad.replace(means=(jnp.zeros((4, 2)), jnp.zeros((3, 2))))
-    with pytest.raises(ConfigError, match="same leading"):
+    with pytest.raises(ConfigError, match="not a batch of bandit"):
         evaluate(make_baseline("random", env, 10), None, env, bad, 10, KEY)
+
+
+def test_evaluate_checks_tasks_episodes_and_key():
+    five = metarl.make("bandit", arms=5)
+    agent = make_baseline("ucb1", five, 10)
+    seven_arm_tasks = metarl.make("bandit", arms=7).sample_tasks(KEY, 4)
+    with pytest.raises(ConfigError, match=r"shape \(4, 7\).*\(num_tasks, 5,\)"):
+        evaluate(agent, None, five, seven_arm_tasks, 10, KEY)
+    with pytest.raises(ConfigError, match="not a batch of bandit"):
+        evaluate(agent, None, five, five.sample_tasks(KEY, 4).means, 10, KEY)  # an array, not BanditTask
+    with pytest.raises(ConfigError, match="built for trials of 10 episodes but the evaluation has 20"):
+        evaluate(agent, None, five, five.sample_tasks(KEY, 4), 20, KEY)
+    with pytest.raises(ConfigError, match="key must be a JAX PRNG key"):
+        evaluate(agent, None, five, five.sample_tasks(KEY, 4), 10, 0)
+    with pytest.raises(ConfigError, match="num must be >= 1"):
+        five.sample_tasks(KEY, -1)
+    with pytest.raises(ConfigError, match="num must be an integer"):
+        five.sample_tasks(KEY, 2.5)
 
 
 @pytest.mark.parametrize("name, agent_name", [("bandit", "random"), ("tabular-mdp", "psrl"), ("tabular-mdp", "oracle")])

@@ -87,20 +87,20 @@ def test_forward_is_blocked_by_walls_and_turns_are_pi_over_4():
     assert float(state.heading) == 0.0
     xs = []
     for _ in range(4):
-        _, state, _, _, _ = env.step(KEY, state, FORWARD, task)
+        _, state, _, _, _, _ = env.step(KEY, state, FORWARD, task)
         xs.append(float(state.position[0]))
     # 0.5 a step until 0.1 short of the surface x = 1.95; then no move at all
     np.testing.assert_allclose(xs, [1.0, 1.5, 1.85, 1.85], atol=1e-5)
     assert float(state.position[1]) == pytest.approx(0.5)
-    _, state, _, _, _ = env.step(KEY, state, TURN_LEFT, task)
+    _, state, _, _, _, _ = env.step(KEY, state, TURN_LEFT, task)
     assert float(state.heading) == pytest.approx(math.pi / 4)
     np.testing.assert_allclose(state.position, [1.85, 0.5], atol=1e-6)  # turning does not move
-    _, state, _, _, _ = env.step(KEY, state, TURN_RIGHT, task)
-    _, state, _, _, _ = env.step(KEY, state, TURN_RIGHT, task)
+    _, state, _, _, _, _ = env.step(KEY, state, TURN_RIGHT, task)
+    _, state, _, _, _, _ = env.step(KEY, state, TURN_RIGHT, task)
     assert float(state.heading) == pytest.approx(2 * math.pi - math.pi / 4)  # kept in [0, 2 pi)
     # diagonal: from (0.5, 0.5) at 45 degrees, open room: 0.5 along (1, 1) / sqrt(2)
     state = RayMazeState(jnp.array([0.5, 0.5]), jnp.float32(math.pi / 4), jnp.bool_(False), jnp.int32(0))
-    _, state, _, _, _ = env.step(KEY, state, FORWARD, _maze())
+    _, state, _, _, _, _ = env.step(KEY, state, FORWARD, _maze())
     np.testing.assert_allclose(state.position, [0.5 + 0.5 / math.sqrt(2)] * 2, atol=1e-6)
 
 
@@ -139,7 +139,7 @@ def test_after_one_goal_no_other_goal_pays_in_the_episode():
     _, state = env.reset(KEY, task)
     rewards = []
     for _ in range(3):
-        _, state, reward, _, _ = env.step(KEY, state, FORWARD, task)
+        _, state, reward, _, _, _ = env.step(KEY, state, FORWARD, task)
         rewards.append(float(reward))
     # x = 1.0 is inside the first panel (borders included): +1; x = 1.5: none; x = 1.85: the bad
     # panel, but a goal was already reached this episode, so nothing

@@ -2,13 +2,12 @@
 
 import pathlib
 import re
-import sys
 
 import pytest
 
+from benchmarks import reference_tables as ref
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import reference_tables as ref  # noqa: E402
 
 SOURCE = ROOT.parent / "shared" / "reference" / "rl2_tables.md"
 

@@ -8,7 +8,6 @@ import pytest
 import metarl
 from metarl.algos import make
 from metarl.algos.rl2 import PRESETS, RL2, RL2Config
-from metarl.baselines import make as make_baseline
 from metarl.errors import ConfigError
 from metarl.eval.evaluate import evaluate
 from metarl.nets import RL2ActorCritic, sequence, step

@@ -22,7 +22,7 @@ import pytest
 import metarl
 from metarl import algos
 from metarl.agents import Agent
-from metarl.algos.base import Algorithm
+from metarl.algos.base import InContextAlgorithm
 from metarl.envs.trial import Trial
 from metarl.errors import CheckpointError, ConfigError, MetarlError
 from metarl.run import TrainingDiverged, evaluate_run, latest_checkpoint, list_checkpoints, load_checkpoint, train
@@ -49,7 +49,7 @@ class OptimismAgent(Agent):
 
     def logits(self, params, carry, timestep):
         pulls, wins = carry
-        seen = jax.nn.one_hot(timestep.prev_action, self.env.num_actions) * (timestep.prev_action >= 0)
+        seen = jax.nn.one_hot(timestep.prev_action, self.env.num_actions) * timestep.has_prev_action
         pulls, wins = pulls + seen, wins + seen * timestep.prev_reward
         mean = (wins + 1.0) / (pulls + 2.0)  # Beta(1, 1) posterior mean
         return params["w"][0] * mean + params["w"][1] / jnp.sqrt(1.0 + pulls), (pulls, wins)
@@ -61,9 +61,11 @@ class OptimismAgent(Agent):
 
 @algos.register
 @dataclasses.dataclass(frozen=True)
-class OptimismREINFORCE(Algorithm):
+class OptimismREINFORCE(InContextAlgorithm):
     name = "optimism-test"
     Config = OptimismConfig
+
+    config: OptimismConfig = OptimismConfig()
 
     @property
     def trial(self):
@@ -413,8 +415,24 @@ def test_cli_train_resume_eval_and_errors(tmp_path, capsys):
     with open(path, "r+b") as f:
         f.seek(-5, os.SEEK_END)
         f.write(b"xxxxx")
-    fails(["eval", out, "--tasks", "10"], "is corrupt")
-    fails(base + ["--steps", str(8 * SPU), "--out", out, "--resume"], "is corrupt")
+    # A corrupt newest checkpoint is skipped, saying which and why, for the newest that verifies.
+    older = list_checkpoints(os.path.join(out, "checkpoints"))[-2]
+    assert main(["eval", out, "--tasks", "10", "--baselines", "none"]) == 0
+    err = capsys.readouterr().err
+    assert f"skipping checkpoint {os.path.basename(path)}" in err and "is corrupt" in err
+    assert json.load(open(os.path.join(out, "eval", "final.json")))["header"]["checkpoint"] == os.path.basename(older)
+    assert main(base + ["--steps", str(8 * SPU), "--out", out, "--resume", "--eval-tasks", "0"]) == 0
+    err = capsys.readouterr().err
+    assert f"skipping checkpoint {os.path.basename(path)}" in err
+    assert folder.read_jsonl(os.path.join(out, "metrics.jsonl"))[-1]["updates"] == 8
+    # ... and when none verifies, a clear error.
+    for p in list_checkpoints(os.path.join(out, "checkpoints")):
+        open(p, "wb").close()  # empty files
+    for args in (["eval", out, "--tasks", "10"], base + ["--steps", str(10 * SPU), "--out", out, "--resume"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("metarl: error: no checkpoint in") and "verifies" in err[-1]
+        assert all("is empty" in line for line in err[:-1]) and len(err) == 4  # one line per skipped file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,3 +453,82 @@ def test_rl2_end_to_end_resume_and_evaluate(tmp_path):
     summary = evaluate_run(part, tasks=300, baselines=["random"])
     assert [a["name"] for a in summary["agents"]] == ["rl2", "random"]
     assert 0.0 <= summary["agents"][0]["mean_total_return"] <= EPISODES
+
+
+# ---------------------------------------------------------------------------------------------
+# the run folder never loses a run: bad inputs a new user tries
+def _folder_snapshot(run_dir):
+    out = {}
+    for root, _, files in os.walk(run_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, run_dir)] = f.read()
+    return out
+
+
+def test_resume_without_checkpoints_refuses_and_changes_nothing(tmp_path, capsys):
+    from metarl.cli import main
+
+    out = str(tmp_path / "run")
+    base = ["train", "optimism-test", "bandit", "--arms", "2", "--episodes", str(EPISODES), "--quiet", "--out", out]
+    assert main(base + ["--steps", str(3 * SPU), "--eval-tasks", "20", "--eval-baselines", "random"]) == 0
+    import shutil
+
+    shutil.rmtree(os.path.join(out, "checkpoints"))
+    before = _folder_snapshot(out)
+    capsys.readouterr()
+    assert main(base + ["--steps", str(6 * SPU), "--eval-tasks", "20", "--eval-baselines", "random", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has metrics or evaluations but no checkpoint" in err, err
+    assert _folder_snapshot(out) == before  # nothing in the folder changed
+    # a folder holding only config.json (killed before anything was recorded) resumes from 0
+    fresh = str(tmp_path / "fresh")
+    os.makedirs(fresh)
+    with open(os.path.join(out, "config.json")) as f, open(os.path.join(fresh, "config.json"), "w") as g:
+        g.write(f.read())
+    args = ["train", "optimism-test", "bandit", "--arms", "2", "--episodes", str(EPISODES), "--quiet", "--out", fresh]
+    assert main(args + ["--steps", str(2 * SPU), "--eval-tasks", "20", "--eval-baselines", "random", "--resume"]) == 0
+    assert folder.read_jsonl(os.path.join(fresh, "metrics.jsonl"))[-1]["updates"] == 2
+
+
+@pytest.mark.parametrize("content, message", [("[]", "holds a JSON list"), ("{}", "has no 'algorithm'"), ("null", "holds a JSON null"),
+                                              ('{"algorithm": 1, "family": {}, "seeds": 1, "seed": 0}', "'algorithm' field is 1")])
+def test_config_json_of_the_wrong_shape_is_one_clear_line(tmp_path, capsys, content, message):
+    from metarl.cli import main
+
+    out = str(tmp_path / "run")
+    os.makedirs(os.path.join(out, "checkpoints"))
+    with open(os.path.join(out, "config.json"), "w") as f:
+        f.write(content)
+    base = ["train", "optimism-test", "bandit", "--arms", "2", "--episodes", str(EPISODES), "--quiet", "--out", out]
+    for args in (base + ["--steps", str(SPU), "--resume"], ["eval", out]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is not a metarl run config" in err and message in err, err
+
+
+def test_out_that_is_a_file_or_cannot_be_made_is_one_clear_line(tmp_path, capsys):
+    from metarl.cli import main
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    base = ["train", "optimism-test", "bandit", "--arms", "2", "--episodes", str(EPISODES), "--quiet", "--steps", str(SPU)]
+    for out, message in [(str(a_file), "is a file, not a run folder"), (str(a_file / "sub"), "cannot create the run folder")]:
+        assert main(base + ["--out", out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "--out" in err, err
+    assert a_file.read_text() == "x"
+
+
+def test_a_family_too_large_for_memory_is_one_line_and_leaves_no_folder(tmp_path, capsys):
+    from metarl.cli import main
+
+    out = str(tmp_path / "huge")
+    args = ["train", "optimism-test", "tabular-mdp", "--states", "10000", "--episodes", "2", "--quiet", "--steps", "100", "--out", out]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "out of memory" in err and "GiB" in err, err
+    assert not os.path.exists(out)  # nothing blocks the same command with a smaller family
+    small = [a if a != "10000" else "3" for a in args]
+    assert main(small + ["--eval-tasks", "0"]) == 0

@@ -1,15 +1,34 @@
-"""The algorithm interface and registry.
+"""The algorithm template and registry.
 
-An algorithm is built from a task family, the number of episodes in a trial and a config (a
-frozen, validated dataclass whose defaults reproduce the reference run). It exposes pure,
-jittable functions; the host loop in `metarl.run` vmaps them over seeds, scans `update` in
-chunks and owns all I/O (logging, checkpoints, evaluation):
+An algorithm is built from a task family and a config (a frozen, validated dataclass); in-context
+algorithms also take the number of episodes in a trial. It exposes pure, jittable functions; the
+host loop in `metarl.run` vmaps them over seeds, scans `update` in chunks and owns all I/O
+(logging, checkpoints, evaluation):
 
-    init(key) -> train_state                  # a pytree of arrays only
+    init(key) -> train_state                        # a pytree of arrays only
     update(train_state) -> (train_state, metrics)   # metrics: dict of float32 scalars
-    agent() -> metarl.agents.Agent             # the in-context agent the evaluator scores
-    agent_params(train_state) -> params        # what that agent's `act` takes as params
-    steps_per_update: int                      # environment steps consumed by one update
+    evaluate(train_state, key, tasks=...) -> EvalResult   # the evaluation hook (see below)
+    steps_per_update: int                           # environment steps consumed by one update
+
+The base class does what every algorithm shares, in the manner of evosax's strategies: it turns
+the key into raw key data, splits the keys of `init` and `update`, builds the common train-state
+fields (`TrainState`: params, opt_state, key, update_step), counts updates, builds the optimiser
+(`adamw`) and casts metrics to float32. An algorithm writes only its own parts:
+
+    init_params(*keys) -> params                    # `init_keys` keys
+    init_extra(params) -> dict                      # extra train-state fields (optional)
+    _update(train_state, *keys) -> (train_state, metrics)   # `update_keys` keys; the base sets
+                                                    # the new key and update counter
+    optimizer() -> optax transformation
+
+Three kinds of algorithm share this template and differ in what `evaluate` does:
+- `InContextAlgorithm` (RL², First-Explore): its product is an in-context agent (`agent()`,
+  `agent_params(train_state)`), scored on trials of held-out tasks beside the family's classical
+  baselines (`metarl.run.evaluation`); it has `episodes`, the trial's length.
+- per-context policies (PPO, contextual DQN): the product is a policy scored by its return on
+  each held-out (and extrapolated) context;
+- learned update rules (LPG, GROOVE): the product is an update rule, scored by training fresh
+  agents with it on held-out levels.
 """
 
 from __future__ import annotations
@@ -17,36 +36,159 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
 from metarl.agents import Agent
 from metarl.envs.base import Environment
-from metarl.errors import ConfigError
+from metarl.errors import ConfigError, check_int
+
+
+@struct.dataclass
+class TrainState:
+    """The fields every algorithm's train state has; algorithms subclass it to add their own."""
+
+    params: Any  #: the learned parameters
+    opt_state: Any  #: the optimiser's state
+    key: jax.Array  #: uint32 [2] raw PRNG key data (raw, so checkpoints stay plain arrays)
+    update_step: jax.Array  #: int32, updates done
+
+
+def raw_key(key: jax.Array) -> jax.Array:
+    """A typed PRNG key (`jax.random.key`) as its uint32 data; raw key data unchanged."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    return key
+
+
+def adamw(
+    lr: Any,
+    *,
+    weight_decay: float = 0.0,
+    eps: float = 1e-8,
+    mask: Any = None,
+    clip_norm: float = 0.0,
+    clip_value: float = 0.0,
+) -> optax.GradientTransformation:
+    """AdamW (decoupled weight decay on the leaves `mask` selects, all by default), after an
+    element-wise clip to [-clip_value, clip_value] and/or a global-norm clip when those are > 0."""
+    opt = optax.adamw(lr, eps=eps, weight_decay=weight_decay, mask=mask)
+    before = ([optax.clip(clip_value)] if clip_value > 0 else []) + (
+        [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
+    )
+    return optax.chain(*before, opt) if before else opt
+
+
+def sample_or_greedy(key: jax.Array, logits: jax.Array, greedy: bool) -> jax.Array:
+    """An int32 action from categorical `logits` [..., A]: the most likely when `greedy`, else sampled."""
+    action = jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(key, logits)
+    return action.astype(jnp.int32)
+
+
+def agent_from_config(agent_cls: type, env: Environment, episodes: int, config: Any, **overrides: Any) -> Agent:
+    """Build `agent_cls` from the config fields it shares by name (the agent's settings are the
+    algorithm's; nothing is copied by hand), then `overrides`."""
+    names = {f.name for f in dataclasses.fields(agent_cls) if f.init} - {"env", "episodes"}
+    shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name in names}
+    return agent_cls(env=env, episodes=episodes, **{**shared, **overrides})
 
 
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
+    """Base class: a frozen (hashable, so static under jit) dataclass of the family and config."""
+
     name: ClassVar[str] = ""
-    Config: ClassVar[type] = type(None)  # each algorithm sets its config dataclass
+    Config: ClassVar[type] = type(None)  #: each algorithm sets its config dataclass
     presets: ClassVar[dict[str, Any]] = {}  #: named configs (`--preset NAME`), each a `Config`
+    in_context: ClassVar[bool] = False  #: takes `episodes` and produces an in-context agent
+    State: ClassVar[type] = TrainState  #: the train state's class
+    init_keys: ClassVar[int] = 1  #: keys `init_params` takes
+    update_keys: ClassVar[int] = 1  #: keys `_update` takes
 
     env: Environment
-    episodes: int
-    config: Any
 
+    def __post_init__(self):
+        if not isinstance(self.config, self.Config):
+            raise ConfigError(f"{self.name}: config must be a {self.Config.__name__}, got {type(self.config).__name__}")
+
+    # --- what an algorithm writes -------------------------------------------------------------
     @property
     def steps_per_update(self) -> int:
         raise NotImplementedError
 
-    def init(self, key) -> Any:
+    def init_params(self, *keys: jax.Array) -> Any:
         raise NotImplementedError
 
-    def update(self, train_state: Any) -> tuple[Any, dict[str, Any]]:
+    def init_extra(self, params: Any) -> dict[str, Any]:
+        """Train-state fields beyond the common four (default: none)."""
+        return {}
+
+    def optimizer(self) -> optax.GradientTransformation:
         raise NotImplementedError
+
+    def _update(self, train_state: Any, *keys: jax.Array) -> tuple[Any, dict[str, Any]]:
+        raise NotImplementedError
+
+    # --- what the base does -------------------------------------------------------------------
+    def init(self, key: jax.Array) -> Any:
+        key, *keys = jax.random.split(raw_key(key), 1 + self.init_keys)
+        params = self.init_params(*keys)
+        return self.State(
+            params=params, opt_state=self.optimizer().init(params), key=key, update_step=jnp.int32(0), **self.init_extra(params)
+        )
+
+    def update(self, train_state: Any) -> tuple[Any, dict[str, jax.Array]]:
+        key, *keys = jax.random.split(train_state.key, 1 + self.update_keys)
+        new_state, metrics = self._update(train_state, *keys)
+        new_state = new_state.replace(key=key, update_step=train_state.update_step + 1)
+        return new_state, {k: jnp.mean(jnp.asarray(v)).astype(jnp.float32) for k, v in metrics.items()}
+
+    def apply_gradients(self, train_state: Any, grads: Any) -> Any:
+        """`train_state` with one optimiser step of `grads` applied to its params."""
+        updates, opt_state = self.optimizer().update(grads, train_state.opt_state, train_state.params)
+        return train_state.replace(params=optax.apply_updates(train_state.params, updates), opt_state=opt_state)
+
+    def evaluate(self, train_state: Any, key: jax.Array, **options: Any) -> Any:
+        """The evaluation hook: score one seed's train state (see the kinds in the module doc)."""
+        raise NotImplementedError
+
+    def constructor_options(self) -> dict[str, Any]:
+        """What `make(name, env, **options, **config)` needs besides env and config (episodes)."""
+        return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class InContextAlgorithm(Algorithm):
+    """An algorithm whose product is an in-context agent, trained over trials of `episodes`."""
+
+    in_context: ClassVar[bool] = True
+
+    episodes: int
+
+    def __post_init__(self):
+        check_int(self.name, "episodes", self.episodes, low=1)
+        super().__post_init__()
 
     def agent(self) -> Agent:
         raise NotImplementedError
 
     def agent_params(self, train_state: Any) -> Any:
-        raise NotImplementedError
+        return train_state.params
+
+    def constructor_options(self) -> dict[str, Any]:
+        return {"episodes": self.episodes}
+
+    def evaluate(self, train_state: Any, key: jax.Array, tasks: Any = 200, batch_size: int | None = None):
+        """The default hook of in-context algorithms: this seed's agent on one trial of each of
+        `tasks` (a batch of tasks, or a number of tasks sampled with `fold_in(key, 1)`), with
+        `key` as the evaluator's key; returns numpy [tasks, episodes] per-episode returns."""
+        from metarl.eval.evaluate import evaluate
+
+        if isinstance(tasks, int):
+            tasks = self.env.sample_tasks(jax.random.fold_in(key, 1), tasks)
+        return evaluate(self.agent(), self.agent_params(train_state), self.env, tasks, self.episodes, key, batch_size)
 
 
 _ALGOS: dict[str, type[Algorithm]] = {}
@@ -67,9 +209,10 @@ def algorithm_class(name: str) -> type[Algorithm]:
     return _ALGOS[name]
 
 
-def make(name: str, env: Environment, episodes: int, **config: Any) -> Algorithm:
-    """Build algorithm `name` on `env` with trials of `episodes` episodes; `config` overrides
-    fields of the algorithm's config dataclass (unknown fields raise ConfigError)."""
+def make(name: str, env: Environment, episodes: int | None = None, **config: Any) -> Algorithm:
+    """Build algorithm `name` on `env` (with trials of `episodes` episodes for an in-context
+    algorithm); `config` overrides fields of the algorithm's config dataclass (unknown fields raise
+    ConfigError)."""
     cls = algorithm_class(name)
     valid = [f.name for f in dataclasses.fields(cls.Config)]
     unknown = sorted(set(config) - set(valid))
@@ -77,4 +220,8 @@ def make(name: str, env: Environment, episodes: int, **config: Any) -> Algorithm
         raise ConfigError(
             f"algorithm {name!r} has no option {', '.join(map(repr, unknown))}; its options are: {', '.join(valid)}"
         )
-    return cls(env=env, episodes=episodes, config=cls.Config(**config))
+    if cls.in_context:
+        if episodes is None:
+            raise ConfigError(f"algorithm {name!r} trains over trials: give the number of episodes per trial")
+        return cls(env=env, episodes=episodes, config=cls.Config(**config))
+    return cls(env=env, config=cls.Config(**config))

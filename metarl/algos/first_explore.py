@@ -42,11 +42,11 @@ import optax
 from flax import struct
 
 from metarl.agents import Agent
-from metarl.algos.base import Algorithm, register
-from metarl.envs.base import Environment
-from metarl.envs.trial import TimeStep
+from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, register, sample_or_greedy
+from metarl.envs.trial import TimeStep, Trial
 from metarl.errors import ConfigError, check, check_float, check_int
-from metarl.nets.transformer import CausalTransformer, KVCache, Tokens, episode_mask, forward, init_params, step
+from metarl.rollout import rollout
+from metarl.nets.transformer import CausalTransformer, Tokens, episode_mask, forward, init_params, step
 
 RULES = ("all", "explore")  #: self-imitation rules (`FirstExploreConfig.best`, `self_imitation_weights`)
 _TRASH_SLOT = 1 << 20  # slot id of the cache's trash cell: never read by any query
@@ -121,12 +121,10 @@ PRESETS["fast-bandit"] = dataclasses.replace(PRESETS["fast"], **_BANDIT_RULE)
 
 
 @struct.dataclass
-class FirstExploreTrainState:
-    params: Any  #: the trained network parameters
-    rollout_params: Any  #: the parameters rollouts act with (refreshed every refresh_every updates)
-    opt_state: Any  #: AdamW state
-    key: jax.Array  #: uint32 [2] raw PRNG key data
-    update_step: jax.Array  #: int32, updates done
+class FirstExploreTrainState(TrainState):
+    """The common fields (`algos.base.TrainState`) and the parameters rollouts act with."""
+
+    rollout_params: Any = None  #: the parameters rollouts act with (refreshed every refresh_every updates)
 
 
 # --- the self-imitation weights (unbatched, one task; callers vmap) ---------------------------------
@@ -254,8 +252,7 @@ class FirstExploreAgent(Agent):
 
     def act(self, params: Any, carry: Any, timestep: TimeStep, key: jax.Array) -> tuple[jax.Array, Any]:
         logits, carry = self.policy_logits(params, carry, timestep)
-        action = jnp.argmax(logits) if self.greedy else jax.random.categorical(key, logits)
-        return action.astype(jnp.int32), carry
+        return sample_or_greedy(key, logits, self.greedy), carry
 
     def policy_logits(self, params: Any, carry: Any, timestep: TimeStep) -> tuple[jax.Array, Any]:
         """The acting policy's logits [A] at `timestep` (explore head in the first k episodes,
@@ -299,22 +296,22 @@ class FirstExploreAgent(Agent):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class FirstExplore(Algorithm):
+class FirstExplore(InContextAlgorithm):
     """First-Explore. `FirstExplore(env, episodes, FirstExploreConfig(...))` or
     `make("first-explore", env, n, ...)`."""
 
     name = "first-explore"
     Config = FirstExploreConfig
     presets: ClassVar[dict[str, FirstExploreConfig]] = PRESETS  #: named configs ("reference", "reference-room", "fast")
+    State = FirstExploreTrainState
+    update_keys = 2  #: the update's tasks; their rollouts
 
-    env: Environment
-    episodes: int
     config: FirstExploreConfig = FirstExploreConfig()
 
     def __post_init__(self):
-        check_int("first-explore", "episodes", self.episodes, low=1)
-        if not isinstance(self.config, FirstExploreConfig):
-            raise ConfigError(f"first-explore: config must be a FirstExploreConfig, got {type(self.config).__name__}")
+        super().__post_init__()
+        if not self.env.discrete:
+            raise ConfigError(f"first-explore: needs a family with discrete actions; {self.env.name} has {type(self.env.action_space()).__name__} actions")
 
     # --- derived sizes ------------------------------------------------------------------------
     @property
@@ -344,23 +341,12 @@ class FirstExplore(Algorithm):
             ],
             [warmup],
         )
-        adamw = optax.adamw(schedule, weight_decay=c.weight_decay)
-        return optax.chain(optax.clip(c.grad_clip), adamw) if c.grad_clip > 0 else adamw
+        return adamw(schedule, weight_decay=c.weight_decay, clip_value=c.grad_clip)
 
     # --- the interface ------------------------------------------------------------------------
     def agent(self, k: int | None = None) -> FirstExploreAgent:
         """The test-time agent; k None: read k from `agent_params` (chosen on training tasks)."""
-        c = self.config
-        return FirstExploreAgent(
-            env=self.env,
-            episodes=self.episodes,
-            k=k,
-            hidden=c.hidden,
-            heads=c.heads,
-            layers=c.layers,
-            always_exploit=c.always_exploit,
-            greedy=c.greedy,
-        )
+        return agent_from_config(FirstExploreAgent, self.env, self.episodes, self.config, k=k)
 
     def agent_params(self, train_state: FirstExploreTrainState) -> Any:
         """{"network": params, "k": k chosen on `choose_k_tasks` training tasks}."""
@@ -375,34 +361,40 @@ class FirstExplore(Algorithm):
         tasks = self.env.sample_tasks(key_tasks, self.config.choose_k_tasks)
         return jnp.argmax(self._k_estimates(params, tasks, key_rollout)).astype(jnp.int32)
 
-    def init(self, key: jax.Array) -> FirstExploreTrainState:
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-            key = jax.random.key_data(key)
-        key, key_params = jax.random.split(key)
-        params = init_params(self.network, key_params, self.env.obs_shape)
-        return FirstExploreTrainState(params, params, self.optimizer().init(params), key, jnp.int32(0))
+    def init_params(self, key_params: jax.Array) -> Any:
+        return init_params(self.network, key_params, self.env.obs_shape)
+
+    def init_extra(self, params: Any) -> dict[str, Any]:
+        return {"rollout_params": params}
 
     # --- rollouts -----------------------------------------------------------------------------
     def _episode(self, params, cache, valid, task, key, slot, context, use_explore: bool, commit: bool, temperature, greedy=False, epsilon=0.0):
-        """One episode of one task, written into `slot` of the cache. Returns (cache, valid,
-        record) with record: tokens [S], token_valid [S], action [T], sample_logits [T, A],
-        acted [T], reward [T]. A committed episode's closing token is written too."""
+        """One episode of one task (a one-episode `Trial` through `metarl.rollout`), written into
+        `slot` of the cache. Returns (cache, valid, record) with record: tokens [S], token_valid
+        [S], action [T], sample_logits [T, A], acted [T], reward [T]. A committed episode's
+        closing token is written too (one more scan step, whose action is discarded)."""
         net, T, S = self.network, self.steps_per_episode, self.tokens_per_episode
         L = cache.length
         cache_slot, cache_position = (jnp.asarray(a) for a in _cache_layout(self.episodes, S))
         slot, context = jnp.asarray(slot, jnp.int32), jnp.asarray(context, jnp.int32)
         key_reset, key_steps = jax.random.split(key)
-        obs, env_state = self.env.reset(key_reset, task)
-        token = Tokens(obs.astype(jnp.float32), jnp.int32(-1), jnp.float32(0.0), jnp.int32(0), jnp.asarray(context, jnp.int32))
+        trial = Trial(self.env, 1)
+        timestep, state = trial.reset(key_reset, task)
 
-        def body(loop, xs):
-            cache, valid, env_state, token, alive, just_done = loop
-            t, key_t = xs
-            key_act, key_env = jax.random.split(key_t)
-            live = alive | just_done  # this token exists (the episode had not ended before it)
+        def policy(pstate, ts, key_act, t):
+            cache, valid, ended = pstate  # ended: the episode ended before the previous step
+            live = ~ended  # this token exists (its (a, o, r) comes from a step of the episode)
+            alive = ~(ended | ts.done)  # this step belongs to the episode
+            token = Tokens(
+                ts.outcome_obs.astype(jnp.float32),
+                jnp.where(ts.first, -1, ts.prev_action).astype(jnp.int32),
+                ts.prev_reward,
+                t,
+                context,
+            )
             index = jnp.where(live, slot * S + t, L - 1)
             valid = valid.at[index].set(live)
-            mask = episode_mask(slot[None], t[None], jnp.asarray(context)[None], cache_slot, cache_position, valid)
+            mask = episode_mask(slot[None], t[None], context[None], cache_slot, cache_position, valid)
             explore_logits, exploit_logits, cache = step(net, params, cache, _one(token), index[None], mask)
             logits = (explore_logits if use_explore else exploit_logits)[0]
             sample_logits = logits * temperature
@@ -410,17 +402,15 @@ class FirstExplore(Algorithm):
                 mixture = (1.0 - epsilon) * jax.nn.softmax(sample_logits) + epsilon / sample_logits.shape[-1]
                 sample_logits = jnp.log(mixture)
             action = jnp.argmax(logits) if greedy else jax.random.categorical(key_act, sample_logits)
-            action = action.astype(jnp.int32)
-            obs, env_state, reward, done, _ = self.env.step(key_env, env_state, action, task)
-            done = jnp.asarray(done, bool) | (t >= T - 1)
-            reward = jnp.where(alive, jnp.asarray(reward, jnp.float32), 0.0)
-            record = {"token": token, "token_valid": live, "action": action, "sample_logits": sample_logits, "acted": alive, "reward": reward}
-            next_token = Tokens(obs.astype(jnp.float32), action, reward, (t + 1).astype(jnp.int32), token.episode)
-            return (cache, valid, env_state, next_token, alive & ~done, alive & done), record
+            out = {"token": token, "token_valid": live, "sample_logits": sample_logits, "acted": alive}
+            return action.astype(jnp.int32), (cache, valid, ended | ts.done), out
 
-        length = T + 1 if commit else T  # the extra iteration only writes the closing token
-        init = (cache, valid, env_state, token, jnp.bool_(True), jnp.bool_(False))
-        (cache, valid, *_), rec = jax.lax.scan(body, init, (jnp.arange(length, dtype=jnp.int32), jax.random.split(key_steps, length)))
+        def record(s):
+            return {**s.out, "action": s.action, "reward": jnp.where(s.info["valid"], s.reward, 0.0)}
+
+        length = T + 1 if commit else T  # the extra step only writes the closing token
+        pstate = (cache, valid, jnp.bool_(False))
+        (_, _, (cache, valid, _), _), rec = rollout(trial, policy, pstate, timestep, state, jax.random.split(key_steps, length), record=record)
         record = {
             "tokens": rec["token"],
             "token_valid": rec["token_valid"],
@@ -525,23 +515,18 @@ class FirstExplore(Algorithm):
         losses, stats = jax.vmap(self._task_loss, in_axes=(None, 0))(params, records)
         return jnp.mean(losses), jax.tree.map(jnp.mean, stats)
 
-    def update(self, train_state: FirstExploreTrainState) -> tuple[FirstExploreTrainState, dict[str, jax.Array]]:
+    def _update(self, train_state: FirstExploreTrainState, key_tasks: jax.Array, key_rollout: jax.Array):
         c = self.config
-        key, key_tasks, key_rollout = jax.random.split(train_state.key, 3)
         temperature = jnp.where(train_state.update_step >= c.refresh_every, c.rollout_temperature, 0.0).astype(jnp.float32)
         tasks = self.env.sample_tasks(key_tasks, c.batch_tasks)
         rollout = jax.vmap(lambda task, k: self.rollout_task(train_state.rollout_params, task, k, temperature, epsilon=c.rollout_epsilon))
         records = rollout(tasks, jax.random.split(key_rollout, c.batch_tasks))
         (loss, stats), grads = jax.value_and_grad(self._loss, has_aux=True)(train_state.params, records)
-        optimizer = self.optimizer()
-        updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
-        params = optax.apply_updates(train_state.params, updates)
-        update_step = train_state.update_step + 1
-        refresh = update_step % c.refresh_every == 0
-        rollout_params = jax.tree.map(lambda new, old: jnp.where(refresh, new, old), params, train_state.rollout_params)
+        new_state = self.apply_gradients(train_state, grads)
+        refresh = (train_state.update_step + 1) % c.refresh_every == 0
+        rollout_params = jax.tree.map(lambda new, old: jnp.where(refresh, new, old), new_state.params, train_state.rollout_params)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "rollout_temperature": temperature, **stats}
-        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-        return FirstExploreTrainState(params, rollout_params, opt_state, key, update_step), metrics
+        return new_state.replace(rollout_params=rollout_params), metrics
 
 
 def choose_k(algo: FirstExplore, train_state: FirstExploreTrainState, tasks: Any, key: jax.Array) -> int:

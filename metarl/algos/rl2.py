@@ -42,10 +42,10 @@ from flax import struct
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from metarl.agents import Agent
-from metarl.algos.base import Algorithm, register
-from metarl.envs.base import Environment
+from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, register, sample_or_greedy
 from metarl.envs.trial import TimeStep, Trial
 from metarl.errors import ConfigError, check, check_float, check_int
+from metarl.rollout import rollout
 from metarl.nets.recurrent import RL2ActorCritic, initial_carry, step
 from metarl.ops.gae import generalized_advantage_estimation, trial_discounts
 from metarl.ops.ppo import clipped_value_loss, entropy_from_logits, ppo_clipped_policy_loss
@@ -146,11 +146,8 @@ PRESETS["fast-long-256-e8"] = dataclasses.replace(PRESETS["fast-long-256"], epoc
 
 
 @struct.dataclass
-class RL2TrainState:
-    params: Any  #: network parameters
-    opt_state: Any  #: AdamW state
-    key: jax.Array  #: uint32 [2] PRNG key data (raw, so checkpoints stay plain arrays)
-    update_step: jax.Array  #: int32, updates done
+class RL2TrainState(TrainState):
+    """params: the network's; opt_state: AdamW's; key; update_step (see `algos.base.TrainState`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,28 +182,27 @@ class RL2Agent(Agent):
     def act(self, params: Any, carry: Any, timestep: TimeStep, key: jax.Array) -> tuple[jax.Array, Any]:
         carry_b = jax.tree.map(lambda x: x[:, None], carry)  # add the batch axis after the core axis
         carry_b, logits, _ = step(self.network, params, carry_b, jax.tree.map(lambda x: x[None], timestep))
-        logits = logits[0]
-        action = jnp.argmax(logits) if self.greedy else jax.random.categorical(key, logits)
-        return action.astype(jnp.int32), jax.tree.map(lambda x: x[:, 0], carry_b)
+        return sample_or_greedy(key, logits[0], self.greedy), jax.tree.map(lambda x: x[:, 0], carry_b)
 
 
 @register
 @dataclasses.dataclass(frozen=True)
-class RL2(Algorithm):
+class RL2(InContextAlgorithm):
     """RL² by recurrent PPO. `RL2(env, episodes, RL2Config(...))` or `make("rl2", env, n, ...)`."""
 
     name = "rl2"
     Config = RL2Config
     presets: ClassVar[dict[str, RL2Config]] = PRESETS  #: named configs ("reference", "fast")
+    State = RL2TrainState
+    init_keys = 2  #: network parameters; the trial reset giving the input's shapes
+    update_keys = 2  #: rollout; PPO epochs' permutations
 
-    env: Environment
-    episodes: int
     config: RL2Config = RL2Config()
 
     def __post_init__(self):
-        check_int("rl2", "episodes", self.episodes, low=1)
-        if not isinstance(self.config, RL2Config):
-            raise ConfigError(f"rl2: config must be an RL2Config, got {type(self.config).__name__}")
+        super().__post_init__()
+        if not self.env.discrete:
+            raise ConfigError(f"rl2: needs a family with discrete actions; {self.env.name} has {type(self.env.action_space()).__name__} actions")
         if self.trials_per_update % self.num_minibatches:
             raise ConfigError(
                 f"rl2: trials_per_update ({self.trials_per_update}) must be a multiple of the number of "
@@ -268,8 +264,7 @@ class RL2(Algorithm):
         lr = c.lr
         if c.lr_decay_updates:  # counted in optimiser steps: epochs x minibatches per update
             lr = optax.linear_schedule(c.lr, 0.0, c.lr_decay_updates * c.epochs * self.num_minibatches)
-        adamw = optax.adamw(lr, eps=c.adam_eps, weight_decay=c.weight_decay, mask=decay_mask)
-        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), adamw) if c.max_grad_norm > 0 else adamw
+        return adamw(lr, eps=c.adam_eps, weight_decay=c.weight_decay, mask=decay_mask, clip_norm=c.max_grad_norm)
 
     def mesh(self) -> Mesh | None:
         """The 1-D device mesh (axis `BATCH_AXIS`) that `config.devices` > 1 splits trials over;
@@ -288,29 +283,13 @@ class RL2(Algorithm):
 
     # --- the interface ------------------------------------------------------------------------
     def agent(self) -> RL2Agent:
-        c = self.config
-        return RL2Agent(
-            env=self.env,
-            episodes=self.episodes,
-            core=c.core,
-            hidden=c.hidden,
-            layer_norm=c.layer_norm,
-            shared=c.shared,
-            episode_index_input=c.episode_index_input,
-        )
+        return agent_from_config(RL2Agent, self.env, self.episodes, self.config)
 
-    def agent_params(self, train_state: RL2TrainState) -> Any:
-        return train_state.params
-
-    def init(self, key: jax.Array) -> RL2TrainState:
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-            key = jax.random.key_data(key)
-        key, key_params, key_reset = jax.random.split(key, 3)
+    def init_params(self, key_params: jax.Array, key_reset: jax.Array) -> Any:
         net = self.network
         timestep, _ = self.trial.reset(key_reset)
         carry = net.initial_carry((1,))
-        params = net.init(key_params, carry, jax.tree.map(lambda x: x[None, None], timestep))
-        return RL2TrainState(params, self.optimizer().init(params), key, jnp.int32(0))
+        return net.init(key_params, carry, jax.tree.map(lambda x: x[None, None], timestep))
 
     def rollout(self, params: Any, key: jax.Array) -> dict[str, Any]:
         """`trials_per_update` whole trials on fresh tasks. Returns time-major [T, B] arrays:
@@ -327,29 +306,28 @@ class RL2(Algorithm):
             by_trial = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
             timestep, state = jax.lax.with_sharding_constraint((timestep, state), by_trial)
 
-        def body(loop, key_t):
-            timestep, state, carry = loop
-            key_act, key_env = jax.random.split(key_t)
+        def policy(carry, timestep, key_act, t):
             carry, logits, value = step(net, params, carry, timestep)
             action = jax.random.categorical(key_act, logits).astype(jnp.int32)
             logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[:, 0]
-            next_timestep, state, reward, info = jax.vmap(trial.step)(jax.random.split(key_env, B), state, action)
-            out = {
-                "timestep": timestep,
-                "action": action,
-                "logp": logp,
-                "value": value,
-                "reward": reward,
-                "valid": info["valid"],
-                "trial_done": info["trial_done"],
+            return action, carry, {"logp": logp, "value": value}
+
+        def record(s):
+            return {
+                "timestep": s.timestep,
+                "action": s.action,
+                "logp": s.out["logp"],
+                "value": s.out["value"],
+                "reward": s.reward,
+                "valid": s.info["valid"],
+                "trial_done": s.info["trial_done"],
             }
-            return (next_timestep, state, carry), out
 
         carry = net.initial_carry((B,))
         if mesh is not None:  # [num_cores, B, H]
             carry = jax.lax.with_sharding_constraint(carry, NamedSharding(mesh, PartitionSpec(None, BATCH_AXIS)))
-        init = (timestep, state, carry)
-        _, batch = jax.lax.scan(body, init, jax.random.split(key_steps, self.trial_steps))
+        keys = jax.random.split(key_steps, self.trial_steps)
+        _, batch = rollout(trial, policy, carry, timestep, state, keys, batch=True, record=record)
         return batch
 
     def _loss(self, params: Any, mb: dict[str, Any], axis_name: str | None = None):
@@ -407,10 +385,9 @@ class RL2(Algorithm):
         by_trial = PartitionSpec(None, BATCH_AXIS)  # time-major [T, b, ...]: split the trials
         return jax.shard_map(device_part, mesh=mesh, in_specs=(PartitionSpec(), by_trial), out_specs=PartitionSpec())
 
-    def update(self, train_state: RL2TrainState) -> tuple[RL2TrainState, dict[str, jax.Array]]:
+    def _update(self, train_state: RL2TrainState, key_rollout: jax.Array, key_epochs: jax.Array):
         c = self.config
         T, B, M, b = self.trial_steps, self.trials_per_update, self.num_minibatches, self.minibatch_size
-        key, key_rollout, key_epochs = jax.random.split(train_state.key, 3)
         batch = self.rollout(train_state.params, key_rollout)
 
         # GAE over whole trials: the value after the last step is never used (discount 0 there).
@@ -442,7 +419,6 @@ class RL2(Algorithm):
         (params, opt_state), stats = jax.lax.scan(
             epoch, (train_state.params, train_state.opt_state), jax.random.split(key_epochs, c.epochs)
         )
-        metrics = {k: jnp.mean(v).astype(jnp.float32) for k, v in stats.items()}
-        metrics["trial_return"] = jnp.mean(jnp.sum(reward, axis=0)).astype(jnp.float32)
-        new_state = RL2TrainState(params, opt_state, key, train_state.update_step + 1)
-        return new_state, metrics
+        metrics = dict(stats)
+        metrics["trial_return"] = jnp.sum(reward, axis=0)
+        return train_state.replace(params=params, opt_state=opt_state), metrics

@@ -62,7 +62,7 @@ class BernoulliBandit(Environment):
 
     def step(self, key, state, action, params):
         reward = jax.random.bernoulli(key, params.means[action]).astype(jnp.float32)
-        return jnp.ones((1,), jnp.float32), BanditState(state.t + 1), reward, jnp.bool_(True), {}
+        return jnp.ones((1,), jnp.float32), BanditState(state.t + 1), reward, jnp.bool_(True), jnp.bool_(False), {}
 
     def expected_reward(self, params) -> jax.Array:
         """[arms] expected reward of each arm (for oracles and regret)."""

@@ -110,7 +110,7 @@ class DarkTreasureRoom(Environment):
         reward = jnp.sum(jnp.where(found, params.treasure_value, 0.0))
         t = state.t + 1
         next_state = DarkTreasureRoomState(xy, state.collected | found, t)
-        return self._obs(xy), next_state, reward, t >= self.horizon, {}
+        return self._obs(xy), next_state, reward, jnp.bool_(False), t >= self.horizon, {}
 
     # --- the oracle ---------------------------------------------------------------------------
     def optimal_episode_return(self, params) -> jax.Array:

@@ -62,7 +62,7 @@ class FixedArmBandit(Environment):
     def step(self, key, state, action, params):
         noise = jnp.where(action == 0, 0.0, self.noise_std * jax.random.normal(key, (), jnp.float32))
         reward = params.means[action] + noise
-        return jnp.ones((1,), jnp.float32), FixedArmBanditState(state.t + 1), reward, jnp.bool_(True), {}
+        return jnp.ones((1,), jnp.float32), FixedArmBanditState(state.t + 1), reward, jnp.bool_(True), jnp.bool_(False), {}
 
     def expected_reward(self, params) -> jax.Array:
         return params.means

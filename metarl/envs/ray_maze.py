@@ -305,7 +305,7 @@ class RayMaze(Environment):
         reward = jnp.where(state.goal_reached, 0.0, paid).astype(jnp.float32)
         t = state.t + 1
         next_state = RayMazeState(position, heading, state.goal_reached | jnp.any(on_goal), t)
-        return self._obs(params, position, heading), next_state, reward, t >= self.horizon, {}
+        return self._obs(params, position, heading), next_state, reward, jnp.bool_(False), t >= self.horizon, {}
 
     # --- rendering ----------------------------------------------------------------------------
     def render(self, params, state, cell_pixels: int = 80) -> np.ndarray:

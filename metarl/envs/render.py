@@ -39,7 +39,8 @@ def episode_frames(
     for t in range(steps):
         key_act, key_step = jax.random.split(jax.random.fold_in(key, t))
         action = actions(key_act, obs) if callable(actions) else actions[t]
-        obs, state, reward, done, _ = step(key_step, state, action, params)
+        obs, state, reward, terminated, truncated, _ = step(key_step, state, action, params)
+        done = terminated | truncated
         frames.append(env.render(params, state))
         rewards.append(float(reward))
         if bool(done):

@@ -82,4 +82,4 @@ class TabularMDP(Environment):
         reward = params.reward_mean[state.s, action] + self.reward_noise_std * jax.random.normal(key_r, (), jnp.float32)
         s_next = jax.random.categorical(key_s, jnp.log(params.transitions[state.s, action])).astype(jnp.int32)
         t = state.t + 1
-        return self._obs(s_next), TabularMDPState(s_next, t), reward, t >= self.horizon, {}
+        return self._obs(s_next), TabularMDPState(s_next, t), reward, jnp.bool_(False), t >= self.horizon, {}

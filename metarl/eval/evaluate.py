@@ -2,7 +2,12 @@
 
 `evaluate(agent, agent_params, env, tasks, episodes, key)` -> returns[task, episode] (float32),
 the total reward of every episode of every trial. Tasks are never seen in training; the same
-tasks and key give every agent the same environments (up to the agents' own randomness).
+tasks and key give every agent the same environments (up to the agents' own randomness). Both
+paths below are `metarl.rollout.rollout` with the agent's `act` as the policy.
+
+An agent with `reads_context = True` (an explicit-context policy) is shown its task's
+`env.context(task)` in every `TimeStep.context`; only a `privileged` agent (the Oracle) is given
+the whole task.
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ from metarl.agents import Agent
 from metarl.envs.base import Environment
 from metarl.envs.trial import Trial
 from metarl.errors import ConfigError, check_int
+from metarl.rollout import rollout
+
+
+def _agent_policy(agent: Agent, params: Any):
+    return lambda carry, timestep, key, t: (*agent.act(params, carry, timestep, key), None)
 
 
 def run_trial(agent: Agent, agent_params: Any, trial: Trial, task: Any, key: jax.Array) -> jax.Array:
@@ -26,18 +36,42 @@ def run_trial(agent: Agent, agent_params: Any, trial: Trial, task: Any, key: jax
     timestep, state = trial.reset(key_reset, task)
     carry = agent.init(key_init)
 
-    def body(loop, key_t):
-        timestep, state, carry, returns = loop
-        key_act, key_env = jax.random.split(key_t)
-        action, carry = agent.act(agent_params, carry, timestep, key_act)
-        timestep, state, reward, info = trial.step(key_env, state, action)
-        credit = jax.nn.one_hot(info["episode_index"], trial.episodes, dtype=jnp.float32)
-        returns = returns + jnp.where(info["valid"], reward, 0.0) * credit
-        return (timestep, state, carry, returns), None
+    def add_return(returns, step):
+        credit = jax.nn.one_hot(step.info["episode_index"], trial.episodes, dtype=jnp.float32)
+        return returns + jnp.where(step.info["valid"], step.reward, 0.0) * credit
 
-    init = (timestep, state, carry, jnp.zeros((trial.episodes,), jnp.float32))
-    (_, _, _, returns), _ = jax.lax.scan(body, init, jax.random.split(key_loop, trial.num_steps))
+    keys = jax.random.split(key_loop, trial.num_steps)
+    zeros = jnp.zeros((trial.episodes,), jnp.float32)
+    (_, _, _, returns), _ = rollout(
+        trial, _agent_policy(agent, agent_params), carry, timestep, state, keys, record=None, reduce=add_return, acc=zeros
+    )
     return returns
+
+
+def check_key(owner: str, key: Any) -> jax.Array:
+    """A PRNG key (`jax.random.PRNGKey(seed)` or `jax.random.key(seed)`), or a ConfigError."""
+    if isinstance(key, (int, np.integer)) or not hasattr(key, "dtype"):
+        raise ConfigError(f"{owner}: key must be a JAX PRNG key such as jax.random.PRNGKey(0), got {type(key).__name__} {key!r}")
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ConfigError(f"{owner}: key must be one PRNG key, got a batch of shape {key.shape}")
+        return key
+    if key.shape != (2,) or key.dtype != jnp.uint32:
+        raise ConfigError(
+            f"{owner}: key must be a JAX PRNG key such as jax.random.PRNGKey(0) (uint32 [2]), got {key.dtype} {tuple(key.shape)}"
+        )
+    return key
+
+
+def check_agent(owner: str, agent: Agent, env: Environment, episodes: int) -> None:
+    """The agent was built for this family and this number of episodes."""
+    if agent.env != env:
+        raise ConfigError(f"{owner}: agent was built for {agent.env.describe()} but env is {env.describe()}")
+    if agent.episodes != episodes:
+        raise ConfigError(
+            f"{owner}: agent was built for trials of {agent.episodes} episodes but the evaluation has {episodes}; "
+            "build the agent (or train the algorithm) with the same number of episodes"
+        )
 
 
 def evaluate(
@@ -52,19 +86,18 @@ def evaluate(
     """Score `agent` on every task in `tasks` (a params pytree stacked on axis 0).
 
     Returns a numpy array [num_tasks, episodes] of per-episode returns. `batch_size` bounds how
-    many trials run at once (memory); results do not depend on it."""
+    many trials run at once (memory); results do not depend on it. Raises ConfigError for tasks
+    that are not this family's, an agent built for another family or number of episodes, or a key
+    that is not a PRNG key."""
     check_int("evaluate", "episodes", episodes, low=1)
-    leaves = jax.tree.leaves(tasks)
-    if not leaves:
-        raise ConfigError("evaluate: tasks is empty")
-    num = leaves[0].shape[0]
-    if any(leaf.shape[:1] != (num,) for leaf in leaves):
-        raise ConfigError("evaluate: every leaf of tasks must have the same leading (task) axis")
-    if agent.env != env:
-        raise ConfigError(f"evaluate: agent was built for {agent.env.describe()} but env is {env.describe()}")
-    trial = Trial(env, episodes)
+    if batch_size is not None:
+        check_int("evaluate", "batch_size", batch_size, low=1)
+    check_agent("evaluate", agent, env, episodes)
+    num = env.check_tasks(tasks, "evaluate")
+    key = check_key("evaluate", key)
+    trial = Trial(env, episodes, expose_context=agent.reads_context)
     keys = jax.random.split(key, num)  # one key per task, so batching does not change results
-    batch_size = num if batch_size is None else max(1, min(batch_size, num))
+    batch_size = num if batch_size is None else min(batch_size, num)
     outs = []
     for start in range(0, num, batch_size):
         sl = slice(start, start + batch_size)
@@ -90,27 +123,21 @@ def run_trials_lockstep(agent: Agent, agent_params: Any, trial: Trial, tasks: An
     params = tasks if agent.privileged else agent_params
     shared = ("episode_index", "step_index", "first")
     ts_axes = timestep.replace(**{f: (None if f in shared else 0) for f in timestep.__dataclass_fields__})
+    act = jax.vmap(agent.act, in_axes=(params_axis, 0, ts_axes, 0))
 
-    def act_and_step(params, carry, timestep, state, key_t):
-        key_act, key_env = jax.random.split(key_t)
-        action, carry = agent.act(params, carry, timestep, key_act)
-        timestep, state, reward, info = trial.step(key_env, state, action)
-        return carry, timestep, state, jnp.where(info["valid"], reward, 0.0)
-
-    batched = jax.vmap(act_and_step, in_axes=(params_axis, 0, ts_axes, 0, 0))
-
-    def body(loop, xs):
-        timestep, state, carry, returns = loop
-        t, keys_t = xs
+    def policy(carry, timestep, key, t):
         timestep = timestep.replace(episode_index=t // horizon, step_index=t % horizon, first=t == 0)
-        carry, timestep, state, reward = batched(params, carry, timestep, state, keys_t)
-        returns = returns + reward[:, None] * jax.nn.one_hot(t // horizon, trial.episodes, dtype=jnp.float32)
-        return (timestep, state, carry, returns), None
+        action, carry = act(params, carry, timestep, key)
+        return action, carry, None
 
-    num = keys.shape[0]
-    init = (timestep, state, carry, jnp.zeros((num, trial.episodes), jnp.float32))
-    xs = (jnp.arange(trial.num_steps, dtype=jnp.int32), jnp.swapaxes(step_keys, 0, 1))
-    (_, _, _, returns), _ = jax.lax.scan(body, init, xs)
+    def add_return(returns, step):
+        reward = jnp.where(step.info["valid"], step.reward, 0.0)
+        return returns + reward[:, None] * jax.nn.one_hot(step.t // horizon, trial.episodes, dtype=jnp.float32)
+
+    zeros = jnp.zeros((keys.shape[0], trial.episodes), jnp.float32)
+    (_, _, _, returns), _ = rollout(
+        trial, policy, carry, timestep, state, jnp.swapaxes(step_keys, 0, 1), batch=True, record=None, reduce=add_return, acc=zeros
+    )
     return returns
 
 

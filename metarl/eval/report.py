@@ -80,6 +80,16 @@ def evaluation_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), 1)
 
 
+def compile_evaluation(agent: Agent, agent_params: Any, env: Environment, tasks: Any, episodes: int, key: jax.Array) -> float:
+    """Compile `evaluate`'s program for these shapes ahead of time (`lower().compile()`, which
+    fills jit's cache); returns the seconds it took."""
+    num = jax.tree.leaves(tasks)[0].shape[0]
+    start = time.perf_counter()
+    trial = Trial(env, episodes, expose_context=agent.reads_context)
+    _evaluate_keys.lower(agent, trial, agent_params, tasks, jax.random.split(key, num)).compile()
+    return time.perf_counter() - start
+
+
 def evaluate_timed(
     agent: Agent, agent_params: Any, env: Environment, tasks: Any, episodes: int, key: jax.Array
 ) -> tuple[np.ndarray, float, float]:
@@ -88,10 +98,7 @@ def evaluate_timed(
     Returns (returns[task, episode], compile_seconds, run_seconds). The program is compiled ahead of
     time (`lower().compile()`, which fills jit's cache), then `evaluate` runs it; run time includes
     copying the returns to the host."""
-    num = jax.tree.leaves(tasks)[0].shape[0]
-    start = time.perf_counter()
-    _evaluate_keys.lower(agent, Trial(env, episodes), agent_params, tasks, jax.random.split(key, num)).compile()
-    compile_seconds = time.perf_counter() - start
+    compile_seconds = compile_evaluation(agent, agent_params, env, tasks, episodes, key)
     start = time.perf_counter()
     returns = evaluate(agent, agent_params, env, tasks, episodes, key)
     return returns, compile_seconds, time.perf_counter() - start

@@ -360,12 +360,13 @@ class LSTMCore(_GatedCore):
 def rl2_features(timestep: TimeStep, num_actions: int, episodes: int = 0) -> jax.Array:
     """RL²'s input: [observation, one-hot previous action, previous reward, done flag] and, when
     `episodes` > 0, the episode index divided by `episodes`. Shapes: timestep fields with any
-    batch shape S (prev_action's shape) -> [*S, F] float32. The previous action is -1 at a
-    trial's start, whose one-hot is all zeros."""
-    batch_shape = timestep.prev_action.shape
+    batch shape S (prev_reward's shape) -> [*S, F] float32. At a trial's first step there is no
+    previous action (`timestep.first`) and its one-hot is all zeros."""
+    batch_shape = timestep.prev_reward.shape
+    present = (~timestep.first).astype(jnp.float32)[..., None]
     parts = [
         timestep.obs.reshape(batch_shape + (-1,)).astype(jnp.float32),
-        jax.nn.one_hot(timestep.prev_action, num_actions, dtype=jnp.float32),
+        jax.nn.one_hot(timestep.prev_action, num_actions, dtype=jnp.float32) * present,
         timestep.prev_reward.astype(jnp.float32)[..., None],
         timestep.done.astype(jnp.float32)[..., None],
     ]

@@ -141,6 +141,8 @@ def read_header(path: str) -> tuple[dict[str, Any], bytes]:
             data = f.read()
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+    if not data:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
     if not data.startswith(MAGIC):
         raise CheckpointError(f"{path} is not a metarl checkpoint (or its start is corrupt): wrong magic bytes")
     end = data.find(b"\n", len(MAGIC))
@@ -213,3 +215,30 @@ def load_checkpoint(path: str, template: Any, config_hash: str | tuple[str, ...]
         else:
             out.append(jnp.asarray(arr))
     return jax.tree_util.tree_unflatten(treedef, out), header
+
+
+def load_latest_valid(
+    directory: str, template: Any, config_hash: str | tuple[str, ...] | None = None, log=None
+) -> tuple[Any, dict[str, Any], str, list[tuple[str, str]]]:
+    """Load the newest checkpoint in `directory` that verifies, skipping corrupt or truncated
+    newer ones. Returns (state, header, path, skipped) with skipped = [(path, why)], each also
+    passed to `log` (a callable taking one line) when given. A checkpoint of another
+    configuration is not skipped: it raises, since every older one would be of the same run.
+    Raises `CheckpointError` when there is none, or none verifies (listing why each failed)."""
+    found = list_checkpoints(directory)
+    if not found:
+        raise CheckpointError(f"no checkpoint in {directory}")
+    skipped: list[tuple[str, str]] = []
+    for path in reversed(found):
+        try:
+            state, header = load_checkpoint(path, template, config_hash)
+        except CheckpointError as error:
+            if "belongs to a different configuration" in str(error) or "does not match this run" in str(error):
+                raise
+            skipped.append((path, str(error)))
+            if log is not None:
+                log(f"skipping checkpoint {os.path.basename(path)}: {error}")
+            continue
+        return state, header, path, skipped
+    reasons = "; ".join(f"{os.path.basename(p)}: {why}" for p, why in skipped)
+    raise CheckpointError(f"no checkpoint in {directory} verifies ({reasons})")

@@ -3,8 +3,9 @@
 Every training seed's agent is scored by `metarl.eval.evaluate` on the same held-out tasks with the
 same key, beside the chosen classical baselines (common random numbers, as in
 `metarl.eval.report`). Tasks are `env.sample_tasks(PRNGKey(eval_seed), tasks)`; training draws its
-keys from `fold_in(PRNGKey(seed), TRAIN_STREAM)` (see `metarl.run.loop`), a separate stream, so
-evaluation tasks are never training tasks.
+keys from `fold_in(PRNGKey(seed), TRAIN_STREAM)` (see `metarl.run.settings`), a separate stream, so
+evaluation tasks are never training tasks. Each seed is scored through the algorithm's evaluation
+hook (`InContextAlgorithm.evaluate`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from metarl.errors import CheckpointError, check_int
+from metarl.errors import CheckpointError, ConfigError, check_int
 from metarl.eval import report
-from metarl.eval.evaluate import evaluate
 from metarl.run import checkpoint as ckpt
 from metarl.run import folder
+from metarl.run.settings import init_keys
 
 
 def seed_slice(state: Any, i: int) -> Any:
@@ -33,17 +34,14 @@ def evaluate_learned(algo, state: Any, seeds: int, tasks: int, seed: int) -> rep
     env, episodes = algo.env, algo.episodes
     task_batch = env.sample_tasks(jax.random.PRNGKey(seed), tasks)
     key = report.evaluation_key(seed)
-    agent = algo.agent()
     per_seed, compile_s, run_s = [], 0.0, 0.0
     for i in range(seeds):
-        params = algo.agent_params(seed_slice(state, i))
+        seed_state = seed_slice(state, i)
         if i == 0:  # one compile serves every seed (same shapes)
-            returns, compile_s, run_s = report.evaluate_timed(agent, params, env, task_batch, episodes, key)
-        else:
-            start = time.perf_counter()
-            returns = evaluate(agent, params, env, task_batch, episodes, key)
-            run_s += time.perf_counter() - start
-        per_seed.append(returns)
+            compile_s = report.compile_evaluation(algo.agent(), algo.agent_params(seed_state), env, task_batch, episodes, key)
+        start = time.perf_counter()
+        per_seed.append(np.asarray(algo.evaluate(seed_state, key, tasks=task_batch)))
+        run_s += time.perf_counter() - start
     label = f"{algo.name} (trained" + (f", {seeds} seeds)" if seeds > 1 else ")")
     return report.AgentResult(
         algo.name, label, folder.jsonable(algo.config), np.stack(per_seed), compile_s, run_s
@@ -79,6 +77,51 @@ def baseline_names(env, names: Sequence[str] | None) -> list[str]:
     return list(baselines.names(env.name)) if names is None else list(names)
 
 
+def check_baselines(algo, names: Sequence[str] | None) -> list[str]:
+    """The baselines to show beside `algo`'s agent (all of the family's for None), each checked
+    to exist for the family now, before training, not at the first evaluation."""
+    from metarl import baselines as _b
+
+    chosen = baseline_names(algo.env, names) if algo.in_context else []
+    for name in chosen:
+        _b.baseline_class(name, algo.env.name)
+    return chosen
+
+
+def evaluate_during_training(algo, state, seeds, done, spu, tasks, seed, names, out_dir, writer, cache, log) -> dict[str, Any]:
+    """A held-out evaluation at `done` updates: every seed and the baselines (scored once per
+    process, `cache`), written to eval/steps_*.{json,md,png} and a line of eval/history.jsonl."""
+    learned = evaluate_learned(algo, state, seeds, tasks, seed)
+    if names and "results" not in cache:  # baselines do not change: score them once per process
+        cache["results"] = report.run_baselines(algo.env, algo.episodes, tasks, seed, names)
+    extra = {"updates": done, "env_steps": done * spu}
+    summary = summarize_with_baselines(algo, learned, cache.get("results"), tasks, seed, extra)
+    eval_dir = os.path.join(out_dir, folder.EVAL)
+    stem = os.path.join(eval_dir, f"steps_{done * spu:012d}")
+    write_summary(summary, stem + ".json", stem + ".md", stem + ".png")
+    me = summary["agents"][0]
+    line = {
+        "updates": done,
+        "env_steps": done * spu,
+        "mean_total_return": me["mean_total_return"],
+        "ci95": me["ci95"],
+        "per_seed_mean_total_return": me["per_seed_mean_total_return"],
+        "regret": me["regret"],
+        "baselines": {a["label"]: a["mean_total_return"] for a in summary["agents"][1:]},
+    }
+    folder.append_jsonl(os.path.join(eval_dir, "history.jsonl"), line)
+    if writer is not None:
+        writer.add_scalar("eval/mean_total_return", me["mean_total_return"], done * spu)
+        if me["regret"] is not None:
+            writer.add_scalar("eval/regret", me["regret"]["mean"], done * spu)
+    base = ", ".join(f"{a['name']} {a['mean_total_return']:.3f}" for a in summary["agents"][1:])
+    log(
+        f"eval @ {done * spu:,} steps: {algo.name} {me['mean_total_return']:.3f} "
+        f"[{me['ci95'][0]:.3f}, {me['ci95'][1]:.3f}]" + (f"; {base}" if base else "")
+    )
+    return summary
+
+
 def evaluate_run(
     run_dir: str,
     tasks: int = 1000,
@@ -88,28 +131,35 @@ def evaluate_run(
     md_path: str | None = None,
     plot_path: str | None = None,
     checkpoint: str | None = None,
+    log=None,
 ) -> dict[str, Any]:
     """Score a saved run: rebuild its algorithm from config.json, load its last checkpoint (or
     `checkpoint`), evaluate every seed's agent on `tasks` held-out tasks beside the family's
     baselines (all applicable ones, or `baselines`; `[]` for none) and write the table and plot.
 
     Paths default to `run_dir/eval/final.{json,md,png}`; `seed` defaults to the run's eval seed.
-    Returns the summary dict. Raises CheckpointError for a missing folder or a missing, corrupt or
-    mismatched checkpoint; ConfigError for bad arguments."""
+    Without `checkpoint`, a corrupt or truncated newest checkpoint is skipped for the newest that
+    verifies (each skip is passed to `log`, a callable taking one line, e.g. `print`). Returns the
+    summary dict. Raises CheckpointError for a missing folder, no checkpoint that verifies, or a
+    mismatched one; ConfigError for bad arguments."""
     check_int("evaluate_run", "tasks", tasks, low=1)
     config = folder.read_config(run_dir)
     algo = folder.build_algorithm(config)
+    if not algo.in_context:
+        raise ConfigError(f"evaluate_run: {algo.name} is not an in-context algorithm; use its evaluate hook")
     seeds = int(config["seeds"])
     if seed is None:
         seed = int(config.get("eval", {}).get("seed", config["seed"]))
     check_int("evaluate_run", "seed", seed, low=0)
-    path = checkpoint or ckpt.latest_checkpoint(os.path.join(run_dir, folder.CHECKPOINTS))
-    if path is None:
-        raise CheckpointError(f"run {run_dir} has no checkpoint in {os.path.join(run_dir, folder.CHECKPOINTS)}")
-    from metarl.run.loop import init_keys  # loop imports this module
-
     template = jax.eval_shape(jax.vmap(algo.init), init_keys(int(config["seed"]), seeds))
-    state, header = ckpt.load_checkpoint(path, template, folder.config_hashes(config))
+    if checkpoint is not None:
+        state, header = ckpt.load_checkpoint(checkpoint, template, folder.config_hashes(config))
+        path = checkpoint
+    else:
+        directory = os.path.join(run_dir, folder.CHECKPOINTS)
+        if ckpt.latest_checkpoint(directory) is None:
+            raise CheckpointError(f"run {run_dir} has no checkpoint in {directory}")
+        state, header, path, _ = ckpt.load_latest_valid(directory, template, folder.config_hashes(config), log=log)
     names = baseline_names(algo.env, baselines)
     start = time.perf_counter()
     learned = evaluate_learned(algo, state, seeds, tasks, seed)
@@ -133,4 +183,4 @@ def evaluate_run(
     return summary
 
 
-__all__ = ["evaluate_run", "evaluate_learned", "summarize_with_baselines", "write_summary"]
+__all__ = ["check_baselines", "evaluate_during_training", "evaluate_run", "evaluate_learned", "summarize_with_baselines", "write_summary"]

@@ -78,7 +78,7 @@ def run_config(algo, seeds: int, seed: int, total_steps: int, **settings: Any) -
             "metarl_version": metarl.__version__,
             "algorithm": {"name": algo.name, "config": algo.config},
             "family": {"name": env.name, "options": env.options()},
-            "episodes": algo.episodes,
+            "episodes": algo.constructor_options().get("episodes"),
             "seeds": seeds,
             "seed": seed,
             "total_steps": total_steps,
@@ -143,7 +143,7 @@ def build_algorithm(config: dict[str, Any]):
 
     try:
         alg, fam = config["algorithm"], config["family"]
-        name, options, episodes = alg["name"], fam["options"], config["episodes"]
+        name, options, episodes = alg["name"], fam["options"], config.get("episodes")
     except (KeyError, TypeError) as e:
         raise ConfigError(f"run config is missing field {e}; is this a metarl run folder?") from None
     if name not in algos.names():
@@ -169,9 +169,46 @@ def read_config(run_dir: str) -> dict[str, Any]:
         raise CheckpointError(f"{run_dir} is not a metarl run folder: it has no {CONFIG}")
     try:
         with open(path) as f:
-            return json.load(f)
+            config = json.load(f)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot read {path}: {e}") from None
+    check_config_shape(config, path)
+    return config
+
+
+#: what every config.json holds, with the JSON type of each
+REQUIRED = {"algorithm": dict, "family": dict, "seeds": int, "seed": int}
+
+
+def check_config_shape(config: Any, path: str) -> None:
+    """Raise CheckpointError unless `config` has the shape `run_config` writes."""
+    bad = f"{path} is not a metarl run config"
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{bad}: it holds a JSON {type(config).__name__ if config is not None else 'null'}, not an object")
+    for key, kind in REQUIRED.items():
+        if key not in config:
+            raise CheckpointError(f"{bad}: it has no {key!r} field")
+        if not isinstance(config[key], kind) or isinstance(config[key], bool):
+            raise CheckpointError(f"{bad}: its {key!r} field is {config[key]!r}, not a JSON {kind.__name__}")
+    for part in ("algorithm", "family"):
+        name = config[part].get("name")
+        if not isinstance(name, str):
+            raise CheckpointError(f"{bad}: its {part!r} field has no name")
+        if not isinstance(config[part].get("config" if part == "algorithm" else "options", {}), dict):
+            raise CheckpointError(f"{bad}: its {part!r} settings are not a JSON object")
+
+
+def has_results(run_dir: str) -> bool:
+    """Whether a run folder holds anything a rerun from scratch would lose: a checkpoint, a line of
+    metrics.jsonl or an evaluation."""
+    from metarl.run.checkpoint import list_checkpoints
+
+    if list_checkpoints(os.path.join(run_dir, CHECKPOINTS)):
+        return True
+    if read_jsonl(os.path.join(run_dir, METRICS)):
+        return True
+    eval_dir = os.path.join(run_dir, EVAL)
+    return os.path.isdir(eval_dir) and any(not name.startswith(".") for name in os.listdir(eval_dir))
 
 
 def append_jsonl(path: str, record: dict[str, Any]) -> None:

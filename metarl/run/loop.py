@@ -1,6 +1,7 @@
 """The host loop: every algorithm trains through `train`, which owns all I/O.
 
-`train(algo, seeds, total_steps, out_dir)`:
+`train(algo, TrainSettings(total_steps=..., out_dir=..., seeds=...))` (or the same settings as
+keyword arguments, `train(algo, total_steps=..., out_dir=...)`):
 
 1. builds `seeds` independent train states stacked on a leading axis, `jax.vmap(algo.init)` over
    keys `fold_in(fold_in(PRNGKey(seed), TRAIN_STREAM), i)` (so seed i of a 3-seed run is the same
@@ -39,16 +40,56 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metarl.errors import CheckpointError, ConfigError, MetarlError, check_int
+from metarl.errors import CheckpointError, ConfigError, MetarlError
 from metarl.run import checkpoint as ckpt
-from metarl.run import folder
-
-#: fold_in constant separating training keys from evaluation keys (PRNGKey(eval_seed) itself)
-TRAIN_STREAM = 0x7472_6E  # "trn"
+from metarl.run import evaluation, folder
+from metarl.run.settings import TRAIN_STREAM, TrainSettings, init_keys  # noqa: F401  (re-exported)
 
 
 class TrainingDiverged(MetarlError, RuntimeError):
-    """A loss metric (or the train state) became NaN or infinite; the run stopped."""
+    """A loss metric (or the learned parameters) became NaN or infinite; the run stopped."""
+
+
+class OutOfMemory(MetarlError, MemoryError):
+    """The run needs more memory than the machine has (estimated before it starts, or XLA ran out)."""
+
+
+def _is_oom(error: BaseException) -> bool:
+    text = str(error)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text or isinstance(error, MemoryError)
+
+
+def _oom_error(what: str, error: BaseException | None = None) -> OutOfMemory:
+    detail = f" ({str(error).splitlines()[0][:200]})" if error is not None else ""
+    return OutOfMemory(
+        f"out of memory {what}{detail}; make the family or the batch smaller (e.g. fewer arms or states, "
+        "fewer trials per update, fewer --seeds or --eval-tasks)"
+    )
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to this process now (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _tree_bytes(tree: Any) -> int:
+    return sum(int(np.prod(x.shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree) if hasattr(x, "shape"))
+
+
+def _params_of(state: Any) -> Any:
+    """The learned parameters in a train state (`.params`, or a dict's "params"; else the state)."""
+    if hasattr(state, "params"):
+        return state.params
+    if isinstance(state, dict) and "params" in state:
+        return state["params"]
+    return state
 
 
 @dataclasses.dataclass
@@ -68,12 +109,6 @@ class TrainResult:
     checkpoint_seconds: float
     chunks: int
     interrupted: bool = False
-
-
-def init_keys(seed: int, seeds: int) -> jax.Array:
-    """[seeds, 2] uint32 keys, one per training seed, from a stream disjoint from evaluation's."""
-    root = jax.random.fold_in(jax.random.PRNGKey(seed), TRAIN_STREAM)
-    return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(seeds, dtype=jnp.uint32))
 
 
 def _loss_keys(metric_names: Sequence[str]) -> list[str]:
@@ -99,7 +134,8 @@ def run_chunk(algo, state: Any, num_updates: jax.Array) -> tuple[Any, dict[str, 
     """`num_updates` updates of every seed: (state, metric sums {name: [seeds]}, first_bad [seeds]).
 
     `first_bad[i]` is the index (within the chunk) of the first update after which seed i had a
-    non-finite loss metric or state leaf, -1 if none. `algo` is static (a frozen, hashable
+    non-finite loss metric or learned parameter, -1 if none (the rest of the state, e.g. a
+    replay buffer, is not scanned). `algo` is static (a frozen, hashable
     dataclass), so every run of the same algorithm in a process shares one compilation."""
     vupdate = jax.vmap(algo.update)
     names, check_keys = metric_names(algo, state)
@@ -113,7 +149,7 @@ def run_chunk(algo, state: Any, num_updates: jax.Array) -> tuple[Any, dict[str, 
         ok = jnp.ones((seeds,), bool)
         for k in check_keys:
             ok &= jnp.isfinite(per_seed(metrics[k]))
-        for leaf in jax.tree.leaves(state):
+        for leaf in jax.tree.leaves(_params_of(state)):
             if jnp.issubdtype(leaf.dtype, jnp.floating):
                 ok &= jnp.all(jnp.isfinite(leaf.reshape(seeds, -1)), axis=1)
         return ok
@@ -213,296 +249,283 @@ def _boundary(done: int, every: int | None) -> int | None:
     return (done // every + 1) * every
 
 
-def train(
-    algo,
-    seeds: int,
-    total_steps: int,
-    out_dir: str,
-    resume: bool = False,
-    seed: int = 0,
-    eval_every: int | None = None,
-    eval_tasks: int = 200,
-    eval_seed: int | None = None,
-    eval_baselines: Sequence[str] | None = None,
-    checkpoint_every: int | None = None,
-    checkpoint_seconds: float = 300.0,
-    keep_checkpoints: int = 3,
-    chunk_seconds: float = 5.0,
-    max_chunk_updates: int = 10_000,
-    chunk_updates: int | None = None,
-    progress: bool | None = None,
-    quiet: bool = False,
-    tensorboard: bool = True,
-    command: Sequence[str] | None = None,
-) -> TrainResult:
-    """Train `seeds` independent copies of `algo` for `total_steps` environment steps each,
-    writing the run folder `out_dir` (see `metarl.run.folder`).
+def train(algo, settings: TrainSettings | None = None, /, **overrides: Any) -> TrainResult:
+    """Train `settings.seeds` independent copies of `algo` for `settings.total_steps` environment
+    steps each, writing the run folder `settings.out_dir` (see `metarl.run.folder` and
+    `TrainSettings` for every setting). Settings may also be given as keyword arguments (they
+    override `settings`'s fields).
 
-    eval_every: env steps between held-out evaluations (None: only at the end; 0: never).
-    eval_tasks: held-out tasks per evaluation (0: no evaluation). eval_seed: seed of the held-out
-      tasks (default `seed`; training keys come from a separate stream). eval_baselines: names of
-      baselines shown beside the agent (None: every baseline of the family; []: none).
-    checkpoint_every: env steps between checkpoints (None: by time only); checkpoint_seconds: at
-      most this long between checkpoints; one is always written at the end.
-    chunk_seconds: target wall time of one chunk (chunks are sized from measured speed);
-      chunk_updates: a fixed chunk length instead.
-    resume: continue `out_dir` from its last checkpoint (same algorithm, config, seeds, seed);
-      `total_steps` may be larger than the original budget.
-
-    Raises ConfigError (bad arguments, existing folder without resume), CheckpointError (nothing
-    or a bad checkpoint to resume) and TrainingDiverged (non-finite loss; the last checkpoint,
-    written before the bad chunk, stays loadable)."""
-    check_int("train", "seeds", seeds, low=1)
-    check_int("train", "total_steps", total_steps, low=1)
-    check_int("train", "seed", seed, low=0)
-    check_int("train", "eval_tasks", eval_tasks, low=0)
-    check_int("train", "keep_checkpoints", keep_checkpoints, low=1)
-    if eval_every is not None:
-        check_int("train", "eval_every", eval_every, low=0)
-    if checkpoint_every is not None:
-        check_int("train", "checkpoint_every", checkpoint_every, low=1)
-    if chunk_updates is not None:
-        check_int("train", "chunk_updates", chunk_updates, low=1)
-    check_int("train", "max_chunk_updates", max_chunk_updates, low=1)
-    eval_seed = seed if eval_seed is None else eval_seed
-    check_int("train", "eval_seed", eval_seed, low=0)
+    Raises ConfigError (bad settings, an existing run without resume, a folder that cannot be
+    made), CheckpointError (a run that cannot be resumed: another configuration, or metrics but no
+    checkpoint), OutOfMemory, and TrainingDiverged (non-finite loss; the last checkpoint, written
+    before the bad chunk, stays loadable)."""
+    s = TrainSettings(**overrides) if settings is None else dataclasses.replace(settings, **overrides)
     spu = int(algo.steps_per_update)
-    total_updates = math.ceil(total_steps / spu)
-    to_updates = lambda steps: None if not steps else max(1, math.ceil(steps / spu))  # noqa: E731
-    evaluating = eval_tasks > 0 and eval_every != 0
-    eval_every_updates = to_updates(eval_every) if evaluating else None
-    ckpt_every_updates = to_updates(checkpoint_every)
-    if evaluating:
-        from metarl.run.evaluation import baseline_names
-
-        eval_baselines = baseline_names(algo.env, eval_baselines)
-        from metarl import baselines as _b
-
-        for name in eval_baselines:  # fail before training, not at the first evaluation
-            _b.baseline_class(name, algo.env.name)
-
+    total_updates = math.ceil(s.total_steps / spu)
+    eval_baselines = evaluation.check_baselines(algo, s.eval_baselines) if s.eval_tasks > 0 and s.eval_every != 0 else None
     config = folder.run_config(
         algo,
-        seeds,
-        seed,
-        total_steps,
+        s.seeds,
+        s.seed,
+        s.total_steps,
         total_updates=total_updates,
-        eval={"every": eval_every, "tasks": eval_tasks, "seed": eval_seed, "baselines": eval_baselines},
-        checkpoint={"every": checkpoint_every, "seconds": checkpoint_seconds, "keep": keep_checkpoints},
-        command=list(command) if command is not None else None,
+        eval={"every": s.eval_every, "tasks": s.eval_tasks, "seed": s.evaluation_seed, "baselines": eval_baselines},
+        checkpoint={"every": s.checkpoint_every, "seconds": s.checkpoint_seconds, "keep": s.keep_checkpoints},
+        command=list(s.command) if s.command is not None else None,
     )
-    chash = folder.config_hash(config)
-    config_path = os.path.join(out_dir, folder.CONFIG)
-    ckpt_dir = os.path.join(out_dir, folder.CHECKPOINTS)
-    metrics_path = os.path.join(out_dir, folder.METRICS)
+    run = _Run(algo, s, config, spu, total_updates, eval_baselines)
+    return run.go()
 
-    keys = init_keys(seed, seeds)
-    state_shape = jax.eval_shape(jax.vmap(algo.init), keys)
-    start_updates, last_ckpt_path = 0, None
-    if resume:
-        saved = folder.read_config(out_dir)
-        if folder.config_hash(saved) != chash:
-            diffs = [k for k in folder.IDENTITY_KEYS if folder.jsonable(saved.get(k)) != config[k]]
-            raise CheckpointError(
-                f"cannot resume {out_dir}: it was run with a different {', '.join(diffs) or 'configuration'} "
-                f"(see its {folder.CONFIG}); resume with the same algorithm, config, family, episodes, seeds and seed"
-            )
-        last_ckpt_path = ckpt.latest_checkpoint(ckpt_dir)
-        if last_ckpt_path is None:
-            state = None  # killed before its first checkpoint: start again from the beginning
-        else:
-            state, header = ckpt.load_checkpoint(last_ckpt_path, state_shape, folder.config_hashes(saved))
-            start_updates = int(header["updates"])
-        config["created"] = saved.get("created", folder.now())
-        config["resumed"] = saved.get("resumed", []) + [{"time": folder.now(), "updates": start_updates}]
-        folder.truncate_jsonl(metrics_path, start_updates)
-        folder.truncate_jsonl(os.path.join(out_dir, folder.EVAL, "history.jsonl"), start_updates)
-    else:
-        if os.path.exists(config_path):
-            raise ConfigError(
-                f"run folder {out_dir} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        state = None
-        config["created"] = folder.now()
-    os.makedirs(out_dir, exist_ok=True)
-    folder.write_json_atomic(config_path, config)
-    if state is None:
-        state = init_states(algo, keys)
 
-    bar = _Progress(progress, total_updates * spu, start_updates * spu, quiet)
-    if resume:
-        bar.log(f"resuming {out_dir} at update {start_updates:,} ({start_updates * spu:,} env steps)")
-    names, check_keys = metric_names(algo, state_shape)
-    ret_key = next((k for k in names if "return" in k), None)
-    t0 = time.perf_counter()
-    try:
-        compiled = run_chunk.lower(algo, state, jnp.int32(1)).compile()  # cached per algorithm and shapes
-    except BaseException:
-        bar.close()
-        raise
-    compile_seconds = time.perf_counter() - t0
-    writer = None
-    if tensorboard:
-        from tensorboardX import SummaryWriter
+class _Run:
+    """One call of `train`: the folder, the state, the chunk loop and its I/O."""
 
-        purge = start_updates * spu if resume and start_updates > 0 else None
-        writer = SummaryWriter(logdir=out_dir, purge_step=purge, flush_secs=10)
-    bar.log(f"compiled {seeds} x {algo.name} update in {compile_seconds:.1f} s; {spu:,} env steps per update and seed")
+    def __init__(self, algo, s: TrainSettings, config: dict, spu: int, total_updates: int, eval_baselines):
+        self.algo, self.s, self.config, self.spu, self.total_updates = algo, s, config, spu, total_updates
+        self.eval_baselines = eval_baselines
+        self.evaluating = eval_baselines is not None
+        to_updates = lambda steps: None if not steps else max(1, math.ceil(steps / spu))  # noqa: E731
+        self.eval_every_updates = to_updates(s.eval_every) if self.evaluating else None
+        self.ckpt_every_updates = to_updates(s.checkpoint_every)
+        self.chash = folder.config_hash(config)
+        self.out = s.out_dir
+        self.ckpt_dir = os.path.join(self.out, folder.CHECKPOINTS)
+        self.metrics_path = os.path.join(self.out, folder.METRICS)
+        self.times = {"train": 0.0, "host": 0.0, "eval": 0.0, "checkpoint": 0.0}
+        self.last_ckpt_path = None
+        self.baseline_cache: dict[str, Any] = {}
 
-    done = start_updates
-    times = {"train": 0.0, "host": 0.0, "eval": 0.0, "checkpoint": 0.0}
-    last_ckpt_time = time.monotonic()
-    last_ckpt_updates = start_updates
-    per_update_seconds, last_n = None, 1
-    baseline_cache: dict[str, Any] = {}
-    last_means: dict[str, float] = {}
-    chunks = 0
-    interrupted = False
-
-    def write_checkpoint():
-        nonlocal last_ckpt_path, last_ckpt_time, last_ckpt_updates
-        t = time.perf_counter()
-        header = {"updates": done, "env_steps": done * spu, "seeds": seeds, "config_hash": chash, "time": folder.now()}
-        last_ckpt_path = ckpt.save_checkpoint(ckpt_dir, state, header, keep=keep_checkpoints)
-        last_ckpt_time, last_ckpt_updates = time.monotonic(), done
-        times["checkpoint"] += time.perf_counter() - t
-
-    try:
-        with _StopRequest() as stop:
-            while done < total_updates:
-                # Chunk length: sized to the target time, cut at evaluation/checkpoint boundaries.
-                if chunk_updates is not None:
-                    n = chunk_updates
-                elif per_update_seconds is None:
-                    n = 1  # the first chunk measures speed
-                else:  # grow at most 8x per chunk, in case the first timings were not representative
-                    n = int(max(1, min(max_chunk_updates, 8 * last_n, chunk_seconds / per_update_seconds)))
-                stops = [total_updates, _boundary(done, eval_every_updates), _boundary(done, ckpt_every_updates)]
-                n = max(1, min([n] + [b - done for b in stops if b is not None]))
-
-                t = time.perf_counter()
-                state, sums, first_bad = compiled(state, jnp.int32(n))
-                sums, first_bad = jax.device_get((sums, first_bad))
-                chunk_time = time.perf_counter() - t
-                times["train"] += chunk_time
-                per_update_seconds, last_n = chunk_time / n, n
-                chunks += 1
-                t_host = time.perf_counter()
-                done += n
-                per_seed = {k: (np.asarray(v, np.float64) / n).tolist() for k, v in sums.items()}
-                means = {k: float(np.mean(v)) for k, v in per_seed.items()}
-                last_means = means
-                sps = n * spu * seeds / chunk_time
-                bad = [i for i in range(seeds) if first_bad[i] >= 0]
-                record = {
-                    "updates": done,
-                    "env_steps": done * spu,
-                    "time": folder.now(),
-                    "chunk_updates": n,
-                    "chunk_seconds": round(chunk_time, 4),
-                    "steps_per_second": round(sps, 1),
-                    "metrics": means,
-                    "per_seed": per_seed,
-                }
-                if bad:
-                    record["nonfinite_seeds"] = bad
-                folder.append_jsonl(metrics_path, record)
-                if writer is not None:
-                    step = done * spu
-                    for k, v in means.items():
-                        writer.add_scalar(f"train/{k}", v, step)
-                        if seeds > 1:
-                            for i, vi in enumerate(per_seed[k]):
-                                writer.add_scalar(f"seed{i}/{k}", vi, step)
-                    writer.add_scalar("speed/steps_per_second", sps, step)
-                if bad:
-                    i = bad[0]
-                    first = done - n + int(first_bad[i]) + 1
-                    nonfinite = [k for k in check_keys if not math.isfinite(per_seed[k][i])]
-                    what = f"loss metric(s) {', '.join(nonfinite)}" if nonfinite else "train state"
-                    where = (
-                        f"the last good checkpoint, {last_ckpt_path}, is intact (update {last_ckpt_updates:,})"
-                        if last_ckpt_path
-                        else "no checkpoint was written before it"
-                    )
-                    raise TrainingDiverged(
-                        f"training diverged: non-finite {what} in seed {i} at update {first:,} "
-                        f"(env step {first * spu:,}); the run stopped and {where}; "
-                        "lower the learning rate or check the algorithm's config"
-                    )
-                bar.update(done * spu, total_updates * spu, sps, (ret_key, means[ret_key]) if ret_key else None)
-                times["host"] += time.perf_counter() - t_host
-
-                finished = done >= total_updates
-                due = (
-                    finished
-                    or stop.signal is not None
-                    or (ckpt_every_updates and done % ckpt_every_updates == 0)
-                    or time.monotonic() - last_ckpt_time >= checkpoint_seconds
+    # --- the folder ---------------------------------------------------------------------------
+    def _open_folder(self, state_shape) -> tuple[Any, int, bool]:
+        """Check the folder and, on resume, load the state. Returns (state or None, updates done,
+        whether this call creates the folder). Nothing is written here."""
+        out, s = self.out, self.s
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ConfigError(f"--out {out} is a file, not a run folder; choose another --out")
+        if s.resume:
+            saved = folder.read_config(out)
+            if folder.config_hash(saved) != self.chash:
+                diffs = [k for k in folder.IDENTITY_KEYS if folder.jsonable(saved.get(k)) != self.config[k]]
+                raise CheckpointError(
+                    f"cannot resume {out}: it was run with a different {', '.join(diffs) or 'configuration'} "
+                    f"(see its {folder.CONFIG}); resume with the same algorithm, config, family, episodes, seeds and seed"
                 )
-                if due and done > last_ckpt_updates:
-                    write_checkpoint()
-                if evaluating and (finished or (eval_every_updates and done % eval_every_updates == 0)):
-                    t = time.perf_counter()
-                    _evaluate_during_training(
-                        algo, state, seeds, done, spu, eval_tasks, eval_seed, eval_baselines, out_dir, writer, baseline_cache, bar
+            if not ckpt.list_checkpoints(self.ckpt_dir):
+                if folder.has_results(out):
+                    raise CheckpointError(
+                        f"cannot resume {out}: it has metrics or evaluations but no checkpoint in {self.ckpt_dir} "
+                        "(deleted or never written); resuming would start again from update 0 and overwrite them. "
+                        "Restore the checkpoints, or start a new run with another --out"
                     )
-                    times["eval"] += time.perf_counter() - t
-                if stop.signal is not None:
-                    interrupted = True
-                    bar.log(f"stopped at update {done:,}; checkpoint {last_ckpt_path}; continue with --resume")
-                    break
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
+                self.config["created"] = saved.get("created", folder.now())
+                self.config["resumed"] = saved.get("resumed", []) + [{"time": folder.now(), "updates": 0}]
+                return None, 0, False  # killed before anything was recorded: start from the beginning
+            warn = lambda line: print(f"metarl: {line}", file=sys.stderr, flush=True)  # noqa: E731  (even when quiet)
+            state, header, path, _ = ckpt.load_latest_valid(self.ckpt_dir, state_shape, folder.config_hashes(saved), log=warn)
+            self.last_ckpt_path = path
+            start = int(header["updates"])
+            self.config["created"] = saved.get("created", folder.now())
+            self.config["resumed"] = saved.get("resumed", []) + [{"time": folder.now(), "updates": start}]
+            return state, start, False
+        if os.path.exists(os.path.join(out, folder.CONFIG)) and folder.has_results(out):
+            raise ConfigError(f"run folder {out} already holds a run; pass --resume to continue it or choose another --out")
+        self.config["created"] = folder.now()
+        return None, 0, not os.path.exists(out)
 
-    return TrainResult(
-        run_dir=out_dir,
-        state=state,
-        updates=done,
-        env_steps=done * spu,
-        checkpoint=last_ckpt_path,
-        metrics=last_means,
-        compile_seconds=compile_seconds,
-        train_seconds=times["train"],
-        host_seconds=times["host"],
-        eval_seconds=times["eval"],
-        checkpoint_seconds=times["checkpoint"],
-        chunks=chunks,
-        interrupted=interrupted,
-    )
+    def _make_folder(self, start_updates: int) -> None:
+        try:
+            os.makedirs(self.out, exist_ok=True)
+            folder.write_json_atomic(os.path.join(self.out, folder.CONFIG), self.config)
+        except OSError as error:
+            raise ConfigError(f"cannot create the run folder --out {self.out}: {error.strerror or error}") from None
+        if self.s.resume:
+            folder.truncate_jsonl(self.metrics_path, start_updates)
+            folder.truncate_jsonl(os.path.join(self.out, folder.EVAL, "history.jsonl"), start_updates)
 
+    def log(self, text: str) -> None:
+        bar = getattr(self, "bar", None)
+        if bar is not None:
+            bar.log(text)
+        elif not self.s.quiet:
+            print(text, file=sys.stderr, flush=True)
 
-def _evaluate_during_training(algo, state, seeds, done, spu, tasks, seed, names, out_dir, writer, cache, bar):
-    from metarl.eval import report
-    from metarl.run import evaluation
+    # --- the loop -----------------------------------------------------------------------------
+    def go(self) -> TrainResult:
+        algo, s, spu = self.algo, self.s, self.spu
+        keys = init_keys(s.seed, s.seeds)
+        state_shape = jax.eval_shape(jax.vmap(algo.init), keys)
+        state, self.done, creates = self._open_folder(state_shape)
+        self._check_memory(_tree_bytes(state_shape), "for the train state")
+        try:
+            if state is None:
+                state = init_states(algo, keys)
+            t0 = time.perf_counter()
+            compiled = run_chunk.lower(algo, state, jnp.int32(1)).compile()  # cached per algorithm and shapes
+            self.compile_seconds = time.perf_counter() - t0
+            self._check_compiled_memory(compiled)
+        except Exception as error:
+            if _is_oom(error):
+                raise _oom_error("while building the run", error) from None
+            raise
+        self._make_folder(self.done)  # only now: a run that cannot start leaves no folder behind
+        self.bar = _Progress(s.progress, self.total_updates * spu, self.done * spu, s.quiet)
+        if s.resume:
+            self.bar.log(f"resuming {self.out} at update {self.done:,} ({self.done * spu:,} env steps)")
+        self.names, self.check_keys = metric_names(algo, state_shape)
+        self.ret_key = next((k for k in self.names if "return" in k), None)
+        self.writer = None
+        if s.tensorboard:
+            from tensorboardX import SummaryWriter
 
-    learned = evaluation.evaluate_learned(algo, state, seeds, tasks, seed)
-    if names and "results" not in cache:  # baselines do not change: score them once per process
-        cache["results"] = report.run_baselines(algo.env, algo.episodes, tasks, seed, names)
-    extra = {"updates": done, "env_steps": done * spu}
-    summary = evaluation.summarize_with_baselines(algo, learned, cache.get("results"), tasks, seed, extra)
-    eval_dir = os.path.join(out_dir, folder.EVAL)
-    stem = os.path.join(eval_dir, f"steps_{done * spu:012d}")
-    evaluation.write_summary(summary, stem + ".json", stem + ".md", stem + ".png")
-    me = summary["agents"][0]
-    line = {
-        "updates": done,
-        "env_steps": done * spu,
-        "mean_total_return": me["mean_total_return"],
-        "ci95": me["ci95"],
-        "per_seed_mean_total_return": me["per_seed_mean_total_return"],
-        "regret": me["regret"],
-        "baselines": {a["label"]: a["mean_total_return"] for a in summary["agents"][1:]},
-    }
-    folder.append_jsonl(os.path.join(eval_dir, "history.jsonl"), line)
-    if writer is not None:
-        writer.add_scalar("eval/mean_total_return", me["mean_total_return"], done * spu)
-        if me["regret"] is not None:
-            writer.add_scalar("eval/regret", me["regret"]["mean"], done * spu)
-    base = ", ".join(f"{a['name']} {a['mean_total_return']:.3f}" for a in summary["agents"][1:])
-    bar.log(
-        f"eval @ {done * spu:,} steps: {algo.name} {me['mean_total_return']:.3f} "
-        f"[{me['ci95'][0]:.3f}, {me['ci95'][1]:.3f}]" + (f"; {base}" if base else "")
-    )
+            purge = self.done * spu if s.resume and self.done > 0 else None
+            self.writer = SummaryWriter(logdir=self.out, purge_step=purge, flush_secs=10)
+        self.bar.log(f"compiled {s.seeds} x {algo.name} update in {self.compile_seconds:.1f} s; {spu:,} env steps per update and seed")
+        self.state = state
+        self.last_ckpt_time, self.last_ckpt_updates = time.monotonic(), self.done
+        self.chunks, interrupted, self.last_means = 0, False, {}
+        try:
+            with _StopRequest() as stop:
+                per_update, last_n = None, 1
+                while self.done < self.total_updates:
+                    n = self._chunk_length(per_update, last_n)
+                    chunk_time = self._run_chunk(compiled, n)
+                    per_update, last_n = chunk_time / n, n
+                    finished = self.done >= self.total_updates
+                    due = (
+                        finished
+                        or stop.signal is not None
+                        or (self.ckpt_every_updates and self.done % self.ckpt_every_updates == 0)
+                        or time.monotonic() - self.last_ckpt_time >= s.checkpoint_seconds
+                    )
+                    if due and self.done > self.last_ckpt_updates:
+                        self._checkpoint()
+                    if self.evaluating and (finished or (self.eval_every_updates and self.done % self.eval_every_updates == 0)):
+                        t = time.perf_counter()
+                        self._evaluate()
+                        self.times["eval"] += time.perf_counter() - t
+                    if stop.signal is not None:
+                        interrupted = True
+                        self.bar.log(f"stopped at update {self.done:,}; checkpoint {self.last_ckpt_path}; continue with --resume")
+                        break
+        except Exception as error:
+            if _is_oom(error):
+                raise _oom_error("while training", error) from None
+            raise
+        finally:
+            self.bar.close()
+            if self.writer is not None:
+                self.writer.close()
+        t = self.times
+        return TrainResult(
+            run_dir=self.out,
+            state=self.state,
+            updates=self.done,
+            env_steps=self.done * spu,
+            checkpoint=self.last_ckpt_path,
+            metrics=self.last_means,
+            compile_seconds=self.compile_seconds,
+            train_seconds=t["train"],
+            host_seconds=t["host"],
+            eval_seconds=t["eval"],
+            checkpoint_seconds=t["checkpoint"],
+            chunks=self.chunks,
+            interrupted=interrupted,
+        )
+
+    def _check_memory(self, need: int, what: str) -> None:
+        have = available_memory_bytes()
+        if have is not None and need > have:
+            raise OutOfMemory(
+                f"out of memory {what}: it needs {need / 2**30:.1f} GiB but {have / 2**30:.1f} GiB is available; make the "
+                "family or the batch smaller (e.g. fewer arms or states, fewer trials per update, fewer --seeds)"
+            )
+
+    def _check_compiled_memory(self, compiled) -> None:
+        try:
+            m = compiled.memory_analysis()
+            need = int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes)
+        except Exception:  # noqa: BLE001  (not every backend reports it)
+            return
+        self._check_memory(need, "for one chunk of updates")
+
+    def _chunk_length(self, per_update: float | None, last_n: int) -> int:
+        """Sized to the target time, cut at evaluation/checkpoint boundaries."""
+        s = self.s
+        if s.chunk_updates is not None:
+            n = s.chunk_updates
+        elif per_update is None:
+            n = 1  # the first chunk measures speed
+        else:  # grow at most 8x per chunk, in case the first timings were not representative
+            n = int(max(1, min(s.max_chunk_updates, 8 * last_n, s.chunk_seconds / per_update)))
+        stops = [self.total_updates, _boundary(self.done, self.eval_every_updates), _boundary(self.done, self.ckpt_every_updates)]
+        return max(1, min([n] + [b - self.done for b in stops if b is not None]))
+
+    def _run_chunk(self, compiled, n: int) -> float:
+        s, spu = self.s, self.spu
+        t = time.perf_counter()
+        self.state, sums, first_bad = compiled(self.state, jnp.int32(n))
+        sums, first_bad = jax.device_get((sums, first_bad))
+        chunk_time = time.perf_counter() - t
+        self.times["train"] += chunk_time
+        self.chunks += 1
+        t_host = time.perf_counter()
+        self.done += n
+        per_seed = {k: (np.asarray(v, np.float64) / n).tolist() for k, v in sums.items()}
+        means = {k: float(np.mean(v)) for k, v in per_seed.items()}
+        self.last_means = means
+        sps = n * spu * s.seeds / chunk_time
+        bad = [i for i in range(s.seeds) if first_bad[i] >= 0]
+        record = {
+            "updates": self.done,
+            "env_steps": self.done * spu,
+            "time": folder.now(),
+            "chunk_updates": n,
+            "chunk_seconds": round(chunk_time, 4),
+            "steps_per_second": round(sps, 1),
+            "metrics": means,
+            "per_seed": per_seed,
+        }
+        if bad:
+            record["nonfinite_seeds"] = bad
+        folder.append_jsonl(self.metrics_path, record)
+        if self.writer is not None:
+            step = self.done * spu
+            for k, v in means.items():
+                self.writer.add_scalar(f"train/{k}", v, step)
+                if s.seeds > 1:
+                    for i, vi in enumerate(per_seed[k]):
+                        self.writer.add_scalar(f"seed{i}/{k}", vi, step)
+            self.writer.add_scalar("speed/steps_per_second", sps, step)
+        if bad:
+            i = bad[0]
+            first = self.done - n + int(first_bad[i]) + 1
+            nonfinite = [k for k in self.check_keys if not math.isfinite(per_seed[k][i])]
+            what = f"loss metric(s) {', '.join(nonfinite)}" if nonfinite else "parameters"
+            where = (
+                f"the last good checkpoint, {self.last_ckpt_path}, is intact (update {self.last_ckpt_updates:,})"
+                if self.last_ckpt_path
+                else "no checkpoint was written before it"
+            )
+            raise TrainingDiverged(
+                f"training diverged: non-finite {what} in seed {i} at update {first:,} "
+                f"(env step {first * spu:,}); the run stopped and {where}; "
+                "lower the learning rate or check the algorithm's config"
+            )
+        ret = (self.ret_key, means[self.ret_key]) if self.ret_key else None
+        self.bar.update(self.done * spu, self.total_updates * spu, sps, ret)
+        self.times["host"] += time.perf_counter() - t_host
+        return chunk_time
+
+    def _checkpoint(self) -> None:
+        t = time.perf_counter()
+        header = {"updates": self.done, "env_steps": self.done * self.spu, "seeds": self.s.seeds, "config_hash": self.chash, "time": folder.now()}
+        self.last_ckpt_path = ckpt.save_checkpoint(self.ckpt_dir, self.state, header, keep=self.s.keep_checkpoints)
+        self.last_ckpt_time, self.last_ckpt_updates = time.monotonic(), self.done
+        self.times["checkpoint"] += time.perf_counter() - t
+
+    def _evaluate(self) -> None:
+        s = self.s
+        evaluation.evaluate_during_training(
+            self.algo, self.state, s.seeds, self.done, self.spu, s.eval_tasks, s.evaluation_seed, self.eval_baselines,
+            self.out, self.writer, self.baseline_cache, self.bar.log,
+        )
