@@ -38,7 +38,8 @@ def evaluate_learned(algo, state: Any, seeds: int, tasks: int, seed: int) -> rep
     for i in range(seeds):
         seed_state = seed_slice(state, i)
         if i == 0:  # one compile serves every seed (same shapes)
-            compile_s = report.compile_evaluation(algo.agent(), algo.agent_params(seed_state), env, task_batch, episodes, key)
+            params_shape = jax.eval_shape(algo.agent_params, seed_state)  # compiling needs shapes only
+            compile_s = report.compile_evaluation(algo.agent(), params_shape, env, task_batch, episodes, key)
         start = time.perf_counter()
         per_seed.append(np.asarray(algo.evaluate(seed_state, key, tasks=task_batch)))
         run_s += time.perf_counter() - start

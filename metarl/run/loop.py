@@ -262,7 +262,8 @@ def train(algo, settings: TrainSettings | None = None, /, **overrides: Any) -> T
     s = TrainSettings(**overrides) if settings is None else dataclasses.replace(settings, **overrides)
     spu = int(algo.steps_per_update)
     total_updates = math.ceil(s.total_steps / spu)
-    eval_baselines = evaluation.check_baselines(algo, s.eval_baselines) if s.eval_tasks > 0 and s.eval_every != 0 else None
+    evaluating = s.eval_tasks > 0 and s.eval_every != 0
+    eval_baselines = evaluation.check_baselines(algo, s.eval_baselines) if evaluating else None
     config = folder.run_config(
         algo,
         s.seeds,
@@ -273,17 +274,16 @@ def train(algo, settings: TrainSettings | None = None, /, **overrides: Any) -> T
         checkpoint={"every": s.checkpoint_every, "seconds": s.checkpoint_seconds, "keep": s.keep_checkpoints},
         command=list(s.command) if s.command is not None else None,
     )
-    run = _Run(algo, s, config, spu, total_updates, eval_baselines)
+    run = _Run(algo, s, config, spu, total_updates, evaluating, eval_baselines)
     return run.go()
 
 
 class _Run:
     """One call of `train`: the folder, the state, the chunk loop and its I/O."""
 
-    def __init__(self, algo, s: TrainSettings, config: dict, spu: int, total_updates: int, eval_baselines):
+    def __init__(self, algo, s: TrainSettings, config: dict, spu: int, total_updates: int, evaluating: bool, eval_baselines):
         self.algo, self.s, self.config, self.spu, self.total_updates = algo, s, config, spu, total_updates
-        self.eval_baselines = eval_baselines
-        self.evaluating = eval_baselines is not None
+        self.evaluating, self.eval_baselines = evaluating, eval_baselines
         to_updates = lambda steps: None if not steps else max(1, math.ceil(steps / spu))  # noqa: E731
         self.eval_every_updates = to_updates(s.eval_every) if self.evaluating else None
         self.ckpt_every_updates = to_updates(s.checkpoint_every)
@@ -341,13 +341,6 @@ class _Run:
         if self.s.resume:
             folder.truncate_jsonl(self.metrics_path, start_updates)
             folder.truncate_jsonl(os.path.join(self.out, folder.EVAL, "history.jsonl"), start_updates)
-
-    def log(self, text: str) -> None:
-        bar = getattr(self, "bar", None)
-        if bar is not None:
-            bar.log(text)
-        elif not self.s.quiet:
-            print(text, file=sys.stderr, flush=True)
 
     # --- the loop -----------------------------------------------------------------------------
     def go(self) -> TrainResult:
