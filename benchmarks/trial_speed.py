@@ -1,8 +1,12 @@
 """The trial's cost against the bare environment: steps/s of random actions on every registered
 family, (a) the vmapped `env.step` alone in a scan (no resets, the state carried), (b) the same
 steps through `Trial` and `metarl.rollout.rollout` (auto-reset, trial bookkeeping), (c) through a
-resampling `Trial` (a new task at every trial's end, from a pool sampled once per rollout) and, for
-the bandit, (d) gymnax's own BernoulliBandit stepping (its `step` with auto-reset).
+resampling `Trial` on a pool of tasks (a new task at every trial's end), (d) a resampling `Trial`
+without a pool (a task sampled at every step, kept when a trial starts: the old behaviour; timed
+over 20 steps, once) and,
+for the bandit, (e) gymnax's own BernoulliBandit stepping (its `step` with auto-reset). Tasks
+and pools are sampled before the clock starts (sampling is the family's cost, not the trial's;
+one pool per rollout holds `steps / trial length + 2` tasks per stream).
 
     python -m benchmarks.trial_speed [--trials 4096] [--steps 200] [--repeats 5]
 
@@ -24,6 +28,7 @@ from benchmarks.common import machine, markdown_table, write_results
 from metarl.envs import Trial
 from metarl.rollout import rollout
 
+SAMPLING_STEPS = 20  #: steps the "sampling every step" variant is timed over (best of 1)
 FAMILIES = {  # family -> options (the defaults, the settings the issue measured)
     "bandit": {},
     "fixed-arm-bandit": {},
@@ -40,10 +45,22 @@ def _random_actions(env, key, shape):
     return jax.random.uniform(key, shape + env.action_shape, jnp.float32, space.low, space.high)
 
 
+def _tasks(env, trials, steps, trial):
+    """The tasks (one per trial) and the pool ([trials, K, ...]) the timed functions run on."""
+    per_stream = steps // trial.num_steps + 2  # tasks a stream can start within `steps`
+    tasks = env.sample_tasks(jax.random.PRNGKey(100), trials)
+    flat = env.sample_tasks(jax.random.PRNGKey(101), trials * per_stream)
+    pool = jax.tree.map(lambda x: x.reshape((trials, per_stream) + x.shape[1:]), flat)
+    return tasks, pool
+
+
+def _trial(env, steps, resample):
+    return Trial(env, episodes=max(1, math.ceil(steps / env.max_steps_in_episode) // 4), resample=resample)
+
+
 def bare(env, trials, steps):
-    def run(key):
-        key_tasks, key_reset, key_steps = jax.random.split(key, 3)
-        tasks = env.sample_tasks(key_tasks, trials)
+    def run(key, tasks):
+        key_reset, key_steps = jax.random.split(key)
         _, state = jax.vmap(env.reset)(jax.random.split(key_reset, trials), tasks)
 
         def body(state, key_t):
@@ -57,18 +74,17 @@ def bare(env, trials, steps):
     return jax.jit(run)
 
 
-def through_trial(env, trials, steps, resample):
-    trial = Trial(env, episodes=max(1, math.ceil(steps / env.max_steps_in_episode) // 4 or 1), resample=resample)
-    per_stream = steps // trial.num_steps + 2  # tasks a stream can start within `steps`
+def through_trial(env, trials, steps, mode):
+    """mode: "plain", "pool" (resampling on a pool) or "sample" (resampling, sampled every step)."""
+    trial = _trial(env, steps, resample=mode != "plain")
 
-    def run(key):
-        key_tasks, key_pool, key_reset, key_steps = jax.random.split(key, 4)
-        tasks = env.sample_tasks(key_tasks, trials)
-        timestep, state = jax.vmap(trial.reset)(jax.random.split(key_reset, trials), tasks)
-        pool = None
-        if resample:
-            flat = env.sample_tasks(key_pool, trials * per_stream)
-            pool = jax.tree.map(lambda x: x.reshape((trials, per_stream) + x.shape[1:]), flat)
+    def run(key, tasks, pool):
+        key_reset, key_steps = jax.random.split(key)
+        keys = jax.random.split(key_reset, trials)
+        if mode == "pool":
+            timestep, state = jax.vmap(lambda k, p: trial.reset(k, pool=p))(keys, pool)
+        else:
+            timestep, state = jax.vmap(trial.reset)(keys, tasks)
 
         def policy(carry, ts, key, t):
             return _random_actions(env, key, (trials,)), carry, None
@@ -78,7 +94,7 @@ def through_trial(env, trials, steps, resample):
 
         (_, _, _, total), _ = rollout(
             trial, policy, None, timestep, state, jax.random.split(key_steps, steps), batch=True, record=None, reduce=add,
-            acc=jnp.float32(0.0), pool=pool,
+            acc=jnp.float32(0.0), pool=pool if mode == "pool" else None,
         )
         return total
 
@@ -90,7 +106,7 @@ def gymnax_bandit(trials, steps):
 
     env, params = gymnax.make("BernoulliBandit-misc")
 
-    def run(key):
+    def run(key, *_):
         key_reset, key_steps = jax.random.split(key)
         _, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, trials), params)
 
@@ -105,12 +121,12 @@ def gymnax_bandit(trials, steps):
     return jax.jit(run)
 
 
-def best_seconds(fn, repeats):
-    fn(jax.random.PRNGKey(0)).block_until_ready()
+def best_seconds(fn, repeats, *args):
+    jax.block_until_ready(fn(jax.random.PRNGKey(0), *args))
     times = []
     for i in range(repeats):
         start = time.perf_counter()
-        fn(jax.random.PRNGKey(i + 1)).block_until_ready()
+        jax.block_until_ready(fn(jax.random.PRNGKey(i + 1), *args))
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -127,18 +143,24 @@ def main(argv=None):
     for name in args.families.split(","):
         env = metarl.make(name, **FAMILIES[name])
         total = args.trials * args.steps
+        tasks, pool = _tasks(env, args.trials, args.steps, _trial(env, args.steps, True))
+        timed = lambda fn, *a: total / best_seconds(fn, args.repeats, *a)  # noqa: E731
         entry = {
-            "bare": total / best_seconds(bare(env, args.trials, args.steps), args.repeats),
-            "trial": total / best_seconds(through_trial(env, args.trials, args.steps, False), args.repeats),
-            "trial_resample": total / best_seconds(through_trial(env, args.trials, args.steps, True), args.repeats),
+            "bare": timed(bare(env, args.trials, args.steps), tasks),
+            "trial": timed(through_trial(env, args.trials, args.steps, "plain"), tasks, pool),
+            "trial_resample_pool": timed(through_trial(env, args.trials, args.steps, "pool"), tasks, pool),
+            # the old behaviour is slow enough (a task sampled per step) that 20 steps measure it
+            "trial_resample_sampling": args.trials * SAMPLING_STEPS
+            / best_seconds(through_trial(env, args.trials, SAMPLING_STEPS, "sample"), 1, tasks, pool),
         }
         if name == "bandit":
-            entry["gymnax_bernoulli_bandit"] = total / best_seconds(gymnax_bandit(args.trials, args.steps), args.repeats)
+            entry["gymnax_bernoulli_bandit"] = timed(gymnax_bandit(args.trials, args.steps))
         data["families"][name] = entry
         ratio = lambda k: f"{entry['bare'] / entry[k]:.2f}x"  # noqa: E731
         gym = f"{entry['gymnax_bernoulli_bandit']:,.0f}" if "gymnax_bernoulli_bandit" in entry else ""
         rows.append([name, f"{entry['bare']:,.0f}", f"{entry['trial']:,.0f} ({ratio('trial')})",
-                     f"{entry['trial_resample']:,.0f} ({ratio('trial_resample')})", gym])
+                     f"{entry['trial_resample_pool']:,.0f} ({ratio('trial_resample_pool')})",
+                     f"{entry['trial_resample_sampling']:,.0f} ({ratio('trial_resample_sampling')})", gym])
         print(rows[-1], flush=True)
     data["meta"] = machine()
     command = "python -m benchmarks.trial_speed " + " ".join(argv or [])
@@ -147,7 +169,8 @@ def main(argv=None):
         "# The trial's cost against the bare environment\n\n"
         f"Random actions, {args.trials} trials x {args.steps} steps, best of {args.repeats} runs, steps/s "
         "(in brackets: how many times slower than the bare vmapped `env.step`).\n\n"
-        + markdown_table(["family", "bare env.step", "Trial + rollout", "Trial(resample) + pool", "gymnax BernoulliBandit"], rows)
+        + markdown_table(["family", "bare env.step", "Trial + rollout", "Trial(resample) on a pool",
+                          "Trial(resample), sampling every step", "gymnax BernoulliBandit"], rows)
         + f"\nCommand: `{data['command']}`. Machine: {data['meta']['machine']}, jax {data['meta']['jax']}, "
         f"load average {data['meta']['load_average_1min']}.\n"
     )

@@ -17,7 +17,7 @@ def test_resampling_trial_takes_its_next_tasks_from_the_pool_in_order():
     env = metarl.make("bandit", arms=2)
     trial = Trial(env, episodes=2, resample=True)
     pool = BanditTask(jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))  # noiseless arms
-    timestep, state = trial.reset(KEY, jax.tree.map(lambda x: x[0], pool))
+    timestep, state = trial.reset(KEY, pool=pool)
 
     def policy(carry, ts, key, t):
         return jnp.int32(0), carry, None  # always arm 0: pays the pool task's means[0]

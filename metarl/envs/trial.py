@@ -5,10 +5,11 @@ is part of the trial's state and is kept until the trial ends; with `resample=Tr
 trial starts a new one on another task (what training loops that do not align rollouts to trials
 want), otherwise the trial stays finished and its steps are marked invalid (what the evaluator
 wants: it scans a fixed number of steps, `num_steps`, and a family whose episodes can end early
-finishes before that). A resampling trial takes its next task from a *pool* the caller sampled
-once (`step(..., pool=tasks)`, e.g. once per update), so no task is sampled at a step that does
-not start a trial; without a pool it samples one at every step and keeps it only if a trial
-starts (correct, but the sampling costs as much as the family's `sample_task`).
+finishes before that). A resampling trial can run on a *pool* of tasks the caller sampled once
+(`reset(key, pool=tasks)` and `step(..., pool=tasks)`, e.g. once per update): trial k of the stream
+is on `pool[k % K]`, and the state holds only that index, so starting a trial copies no task;
+without a pool it samples a task at every step and keeps it only if a trial starts (correct, but
+each step costs the family's `sample_task` and a select over the whole task).
 
 What an in-context agent reads at each step is a `TimeStep`: the observation, the previous action
 and reward, whether the previous step ended an episode, the episode index and the step index
@@ -67,7 +68,7 @@ def prev_action_features(timestep: TimeStep, env: Environment) -> jax.Array:
 
 @struct.dataclass
 class TrialState:
-    task: Any  #: the task's params pytree, kept for the whole trial
+    task: Any  #: the task's params pytree, kept for the whole trial (None on a pool: pool[trial_index % K])
     env_state: Any
     timestep: TimeStep
     finished: jax.Array  #: bool, all episodes of this trial are done (only if resample=False)
@@ -108,9 +109,14 @@ class Trial:
             context=self._context(task),
         )
 
-    def reset(self, key: jax.Array, task: Any = None) -> tuple[TimeStep, TrialState]:
-        """Start a trial on `task` (sampled from the family when None)."""
+    def reset(self, key: jax.Array, task: Any = None, pool: Any = None) -> tuple[TimeStep, TrialState]:
+        """Start a trial on `task` (sampled from the family when None), or on `pool[0]` when a
+        pool is given (then pass the same pool to every `step`)."""
         key_task, key_reset = jax.random.split(key)
+        if pool is not None:
+            obs, env_state = self.env.reset(key_reset, _pick(pool, jnp.int32(0)))
+            timestep = self._first_timestep(obs, _pick(pool, jnp.int32(0)))
+            return timestep, TrialState(None, env_state, timestep, jnp.bool_(False), jnp.int32(0))
         if task is None:
             task = self.env.sample_task(key_task)
         obs, env_state = self.env.reset(key_reset, task)
@@ -126,12 +132,17 @@ class Trial:
         `episode_index` (the episode this step belongs to), `terminated` and `truncated` (this
         step ended its episode by termination / by a time limit) and `trial_done`.
 
-        With `resample=True`, `pool` (tasks stacked on axis 0, K of them) gives the task of the
-        next trial of this stream: `pool[(trial_index + 1) % K]`; None samples one."""
-        key_step, key_reset, key_new = jax.random.split(key, 3)
+        `pool`: the tasks (stacked on axis 0, K of them) a trial started with `reset(..., pool=)`
+        runs on, trial k on `pool[k % K]`."""
+        # The family's step gets `key` itself; the resets' keys are derived from it (a family whose
+        # reset ignores its key, e.g. a bandit, pays nothing for them: XLA drops unused keys).
+        key_step, key_reset, key_new = key, jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
         action = jnp.asarray(action, self.env.action_dtype).reshape(self.env.action_shape)
         ts = state.timestep
-        obs, env_state, reward, terminated, truncated, info = self.env.step(key_step, state.env_state, action, state.task)
+        if state.task is None and pool is None:
+            raise ValueError("this trial was started on a pool: pass the same pool to Trial.step")
+        task = state.task if state.task is not None else _pick(pool, state.trial_index)
+        obs, env_state, reward, terminated, truncated, info = self.env.step(key_step, state.env_state, action, task)
         reward = jnp.asarray(reward, jnp.float32)
         terminated = jnp.asarray(terminated, jnp.bool_)
         truncated = jnp.asarray(truncated, jnp.bool_) & ~terminated
@@ -139,7 +150,7 @@ class Trial:
         valid = ~state.finished
         trial_done = done & (ts.episode_index + 1 >= self.episodes) & valid
 
-        reset_obs, reset_env_state = self.env.reset(key_reset, state.task)
+        reset_obs, reset_env_state = self.env.reset(key_reset, task)
         pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(done, x, y), a, b)  # noqa: E731
         next_obs = pick(reset_obs, obs)
         next_env_state = pick(reset_env_state, env_state)
@@ -155,14 +166,19 @@ class Trial:
             context=ts.context,
         )
         next_state = TrialState(state.task, next_env_state, next_ts, state.finished | trial_done, state.trial_index)
-        if self.resample:
+        if self.resample and state.task is None:
+            # The next trial on the pool's next task: only the index, the env state and the
+            # timestep change (the agent sees `first=True` and resets its memory).
+            index = state.trial_index + trial_done.astype(jnp.int32)
+            new_task = _pick(pool, index)
+            first_obs, first_env_state = self.env.reset(key_new, new_task)
+            first_ts = self._first_timestep(first_obs, new_task)
+            pick_new = lambda a, b: jax.tree.map(lambda x, y: jnp.where(trial_done, x, y), a, b)  # noqa: E731
+            next_ts = pick_new(first_ts, next_ts)
+            next_state = TrialState(None, pick_new(first_env_state, next_env_state), next_ts, jnp.bool_(False), index)
+        elif self.resample:
             # A new trial on a new task; the agent sees `first=True` and resets its memory.
-            task = None
-            if pool is not None:
-                size = jax.tree.leaves(pool)[0].shape[0]
-                index = (state.trial_index + 1) % size
-                task = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, index, keepdims=False), pool)
-            new_ts, new_state = self.reset(key_new, task)
+            new_ts, new_state = self.reset(key_new)
             new_state = new_state.replace(trial_index=state.trial_index + 1)
             next_ts, next_state = jax.tree.map(
                 lambda x, y: jnp.where(trial_done, x, y), (new_ts, new_state), (next_ts, next_state)
@@ -176,3 +192,9 @@ class Trial:
             **info,
         }
         return next_ts, next_state, reward, info
+
+
+def _pick(pool: Any, index: jax.Array) -> Any:
+    """Task `index % K` of a pool of K tasks stacked on axis 0."""
+    size = jax.tree.leaves(pool)[0].shape[0]
+    return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, index % size, keepdims=False), pool)
