@@ -15,7 +15,8 @@ from metarl.envs import names as family_names
 @register(*family_names())
 @dataclasses.dataclass(frozen=True)
 class RandomAgent(Agent):
-    """Uniformly random actions (applies to every registered family)."""
+    """Uniformly random actions: over the actions (Discrete) or over the box (Box). Applies to
+    every registered family."""
 
     name = "random"
 
@@ -23,4 +24,7 @@ class RandomAgent(Agent):
         return ()
 
     def act(self, params, carry, timestep, key):
-        return jax.random.randint(key, (), 0, self.env.num_actions, jnp.int32), carry
+        if self.env.discrete:
+            return jax.random.randint(key, (), 0, self.env.num_actions, jnp.int32), carry
+        space = self.env.action_space()
+        return jax.random.uniform(key, self.env.action_shape, jnp.float32, space.low, space.high), carry
