@@ -26,6 +26,19 @@ def _host_devices_flag() -> None:
 
 _host_devices_flag()
 
+
+def _xla_cpu_scheduler_flag() -> None:
+    """Turn off XLA CPU's concurrency-optimised scheduler (before JAX starts its backend): with it,
+    some programs deadlock at run time on jax 0.10 (e.g. PPO's init vmapped over 3 or more seeds
+    never returns; tests/test_ppo.py runs that case). An explicit setting in XLA_FLAGS wins."""
+    flag = "--xla_cpu_enable_concurrency_optimized_scheduler"
+    flags = _os.environ.get("XLA_FLAGS", "")
+    if flag not in flags:
+        _os.environ["XLA_FLAGS"] = f"{flags} {flag}=false".strip()
+
+
+_xla_cpu_scheduler_flag()
+
 from metarl.envs import Trial, TimeStep, make  # noqa: E402  (after XLA_FLAGS is final)
 from metarl.errors import CheckpointError, ConfigError, MetarlError  # noqa: E402
 

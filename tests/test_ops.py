@@ -109,3 +109,22 @@ def test_entropy_hand_computed(jit):
     h2 = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
     np.testing.assert_allclose(ent(logits), (math.log(2) + h2) / 2, rtol=1e-6)
     np.testing.assert_allclose(ent(logits, jnp.array([0.0, 1.0])), h2, rtol=1e-6)
+
+
+def test_gae_bootstraps_through_a_truncation_but_not_across_it():
+    from metarl.ops.gae import generalized_advantage_estimation
+
+    # steps 0, 1 of an episode cut by a time limit after step 1, then step 2 of the next episode.
+    r = jnp.array([1.0, 2.0, 3.0])
+    v_tm1 = jnp.array([0.5, 0.25, 1.0])
+    v_t = jnp.array([0.25, 4.0, 2.0])  # v_t[1]: the value of the state the episode was cut in
+    gamma, lam = 0.9, 0.5
+    discount = jnp.array([gamma, gamma, gamma])  # no termination: every step bootstraps
+    trace = jnp.array([gamma, 0.0, gamma])  # the trace stops at the cut
+    adv = generalized_advantage_estimation(r, discount, v_tm1, v_t, lam, trace)
+    d = [1.0 + 0.9 * 0.25 - 0.5, 2.0 + 0.9 * 4.0 - 0.25, 3.0 + 0.9 * 2.0 - 1.0]
+    expected = [d[0] + 0.9 * 0.5 * d[1], d[1], d[2]]
+    np.testing.assert_allclose(adv, expected, rtol=1e-6)
+    # without trace_t it is the old single-discount GAE
+    np.testing.assert_allclose(generalized_advantage_estimation(r, discount, v_tm1, v_t, lam),
+                               [d[0] + 0.45 * (d[1] + 0.45 * d[2]), d[1] + 0.45 * d[2], d[2]], rtol=1e-6)

@@ -16,7 +16,7 @@ fields (`TrainState`: params, opt_state, key, update_step), counts updates, buil
 (`adamw`) and casts metrics to float32. An algorithm writes only its own parts:
 
     init_params(*keys) -> params                    # `init_keys` keys
-    init_extra(params) -> dict                      # extra train-state fields (optional)
+    init_extra(params, *keys) -> dict               # extra train-state fields (optional; same keys)
     _update(train_state, *keys) -> (train_state, metrics)   # `update_keys` keys; the base sets
                                                     # the new key and update counter
     optimizer() -> optax transformation
@@ -121,8 +121,9 @@ class Algorithm:
     def init_params(self, *keys: jax.Array) -> Any:
         raise NotImplementedError
 
-    def init_extra(self, params: Any) -> dict[str, Any]:
-        """Train-state fields beyond the common four (default: none)."""
+    def init_extra(self, params: Any, *keys: jax.Array) -> dict[str, Any]:
+        """Train-state fields beyond the common four (default: none); given the same keys as
+        `init_params`."""
         return {}
 
     def optimizer(self) -> optax.GradientTransformation:
@@ -136,7 +137,7 @@ class Algorithm:
         key, *keys = jax.random.split(raw_key(key), 1 + self.init_keys)
         params = self.init_params(*keys)
         return self.State(
-            params=params, opt_state=self.optimizer().init(params), key=key, update_step=jnp.int32(0), **self.init_extra(params)
+            params=params, opt_state=self.optimizer().init(params), key=key, update_step=jnp.int32(0), **self.init_extra(params, *keys)
         )
 
     def update(self, train_state: Any) -> tuple[Any, dict[str, jax.Array]]:

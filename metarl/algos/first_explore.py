@@ -364,7 +364,7 @@ class FirstExplore(InContextAlgorithm):
     def init_params(self, key_params: jax.Array) -> Any:
         return init_params(self.network, key_params, self.env.obs_shape)
 
-    def init_extra(self, params: Any) -> dict[str, Any]:
+    def init_extra(self, params: Any, *keys: jax.Array) -> dict[str, Any]:
         return {"rollout_params": params}
 
     # --- rollouts -----------------------------------------------------------------------------

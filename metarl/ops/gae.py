@@ -27,28 +27,33 @@ def trial_discounts(gamma: float, trial_done_t: jax.Array, valid_t: jax.Array | 
 
 
 def generalized_advantage_estimation(
-    r_t: jax.Array, discount_t: jax.Array, v_tm1: jax.Array, v_t: jax.Array, lambda_: float
+    r_t: jax.Array, discount_t: jax.Array, v_tm1: jax.Array, v_t: jax.Array, lambda_: float, trace_t: jax.Array | None = None
 ) -> jax.Array:
     """GAE advantages for one sequence.
 
     Args:
       r_t: [T] rewards.
-      discount_t: [T] discounts (0 where the transition is terminal).
+      discount_t: [T] discounts of the bootstrap (0 where the transition is terminal).
       v_tm1: [T] values of the states the actions were taken in.
       v_t: [T] values of the next states (ignored where discount_t is 0).
       lambda_: the GAE lambda in [0, 1].
+      trace_t: [T] discounts that carry the advantage of step t+1 back to step t (default
+        `discount_t`). They differ at a time-limit truncation: the bootstrap goes on
+        (discount_t = gamma, v_t the value of the state the episode was cut in) but the next
+        step belongs to another episode (trace_t = 0).
 
     Returns:
-      [T] advantages A_t = sum_k (prod_{j<k} discount_{t+j} lambda) delta_{t+k}, with
-      delta_t = r_t + discount_t v_t - v_tm1. Add `v_tm1` for the lambda-returns (value targets).
+      [T] advantages A_t = delta_t + trace_t lambda A_{t+1}, with delta_t = r_t + discount_t v_t
+      - v_tm1. Add `v_tm1` for the lambda-returns (value targets).
     """
     r_t, discount_t, v_tm1, v_t = (jnp.asarray(x, jnp.float32) for x in (r_t, discount_t, v_tm1, v_t))
+    trace_t = discount_t if trace_t is None else jnp.asarray(trace_t, jnp.float32)
     delta_t = r_t + discount_t * v_t - v_tm1
 
     def backward(acc, xs):
-        delta, discount = xs
-        acc = delta + discount * lambda_ * acc
+        delta, trace = xs
+        acc = delta + trace * lambda_ * acc
         return acc, acc
 
-    _, advantages = jax.lax.scan(backward, jnp.float32(0.0), (delta_t, discount_t), reverse=True)
+    _, advantages = jax.lax.scan(backward, jnp.float32(0.0), (delta_t, trace_t), reverse=True)
     return advantages

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from metarl.errors import CheckpointError, ConfigError, check_int
+from metarl.errors import CheckpointError, check_int
 from metarl.eval import report
 from metarl.run import checkpoint as ckpt
 from metarl.run import folder
@@ -29,15 +29,23 @@ def seed_slice(state: Any, i: int) -> Any:
     return jax.tree.map(lambda x: x[i], state)
 
 
+def episodes_of(algo) -> int:
+    """Episodes per evaluated task: the trial's for an in-context algorithm, 1 for a policy (its
+    return on each context)."""
+    return algo.episodes if algo.in_context else 1
+
+
 def evaluate_learned(algo, state: Any, seeds: int, tasks: int, seed: int) -> report.AgentResult:
-    """Every seed's agent on the same tasks: an AgentResult with returns [seed, task, episode]."""
-    env, episodes = algo.env, algo.episodes
+    """Every seed's agent on the same tasks through the algorithm's evaluation hook: an
+    AgentResult with returns [seed, task, episode] (an in-context agent's trial; a policy's
+    return on each context, one episode)."""
+    env, episodes = algo.env, episodes_of(algo)
     task_batch = env.sample_tasks(jax.random.PRNGKey(seed), tasks)
     key = report.evaluation_key(seed)
     per_seed, compile_s, run_s = [], 0.0, 0.0
     for i in range(seeds):
         seed_state = seed_slice(state, i)
-        if i == 0:  # one compile serves every seed (same shapes)
+        if i == 0 and algo.in_context:  # one compile serves every seed (same shapes)
             params_shape = jax.eval_shape(algo.agent_params, seed_state)  # compiling needs shapes only
             compile_s = report.compile_evaluation(algo.agent(), params_shape, env, task_batch, episodes, key)
         start = time.perf_counter()
@@ -56,7 +64,7 @@ def summarize_with_baselines(
     with each seed's mean total return and `extra` (training progress) in the header."""
     env = algo.env
     agents = [learned] + (list(baseline_results.agents) if baseline_results is not None else [])
-    results = report.Results(env.name, folder.jsonable(env.options()), algo.episodes, tasks, seed, agents)
+    results = report.Results(env.name, folder.jsonable(env.options()), episodes_of(algo), tasks, seed, agents)
     summary = report.summarize(results)
     summary["header"].update(extra)
     summary["agents"][0]["per_seed_mean_total_return"] = [float(r.sum(-1).mean()) for r in learned.returns]
@@ -94,7 +102,7 @@ def evaluate_during_training(algo, state, seeds, done, spu, tasks, seed, names, 
     process, `cache`), written to eval/steps_*.{json,md,png} and a line of eval/history.jsonl."""
     learned = evaluate_learned(algo, state, seeds, tasks, seed)
     if names and "results" not in cache:  # baselines do not change: score them once per process
-        cache["results"] = report.run_baselines(algo.env, algo.episodes, tasks, seed, names)
+        cache["results"] = report.run_baselines(algo.env, episodes_of(algo), tasks, seed, names)
     extra = {"updates": done, "env_steps": done * spu}
     summary = summarize_with_baselines(algo, learned, cache.get("results"), tasks, seed, extra)
     eval_dir = os.path.join(out_dir, folder.EVAL)
@@ -146,8 +154,6 @@ def evaluate_run(
     check_int("evaluate_run", "tasks", tasks, low=1)
     config = folder.read_config(run_dir)
     algo = folder.build_algorithm(config)
-    if not algo.in_context:
-        raise ConfigError(f"evaluate_run: {algo.name} is not an in-context algorithm; use its evaluate hook")
     seeds = int(config["seeds"])
     if seed is None:
         seed = int(config.get("eval", {}).get("seed", config["seed"]))
@@ -161,10 +167,10 @@ def evaluate_run(
         if ckpt.latest_checkpoint(directory) is None:
             raise CheckpointError(f"run {run_dir} has no checkpoint in {directory}")
         state, header, path, _ = ckpt.load_latest_valid(directory, template, folder.config_hashes(config), log=log)
-    names = baseline_names(algo.env, baselines)
+    names = baseline_names(algo.env, baselines) if algo.in_context else []
     start = time.perf_counter()
     learned = evaluate_learned(algo, state, seeds, tasks, seed)
-    base = report.run_baselines(algo.env, algo.episodes, tasks, seed, names) if names else None
+    base = report.run_baselines(algo.env, episodes_of(algo), tasks, seed, names) if names else None
     extra = {
         "run": os.path.abspath(run_dir),
         "checkpoint": os.path.basename(path),

@@ -1,0 +1,311 @@
+"""PPO (Schulman et al. 2017) with a feed-forward actor-critic: the first per-context policy, and
+the hand-designed baseline of learned update rules and contextual RL.
+
+A task of the family is a *context* (e.g. a gymnax family's sampled physics). `num_envs` streams
+each run one episode per task (`Trial(env, 1, resample=True)`), every new episode on the next task
+of a pool sampled once per update, through `metarl.rollout`; the streams' states persist across
+updates. One `update` = `num_steps` steps of every stream, GAE, then `epochs` passes of
+`minibatches` minibatches of the flattened samples: one jittable, vmappable (over seeds) function.
+
+Termination and truncation are distinct: at a time-limit truncation the advantage bootstraps from
+the value of the state the episode was cut in (`TimeStep.outcome_obs`); a termination does not
+bootstrap. Discrete actions: a categorical policy; Box actions: a Gaussian with a learned
+state-independent log-std, its samples clipped to the box when stepping the environment (the
+unclipped sample is what the loss sees).
+
+Defaults: CleanRL's / PureJaxRL's CartPole PPO (4 envs x 128 steps, 4 epochs of 4 minibatches,
+Adam 2.5e-4 eps 1e-5 annealed to 0, clip 0.2, entropy 0.01, value 0.5, gamma 0.99, GAE 0.95,
+global-norm clip 0.5, tanh 64x64, advantages standardised per minibatch). Presets: "pendulum"
+(RL Zoo's tuned Pendulum-v1 PPO without gSDE: gamma 0.9, 10 epochs, lr 1e-3, ...).
+
+The evaluation hook returns the return of each held-out context: `evaluate(train_state, key,
+tasks)` -> [tasks, episodes] returns of the greedy (mean) policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from metarl.agents import Agent
+from metarl.algos.base import Algorithm, TrainState, adamw, register, sample_or_greedy
+from metarl.envs.trial import TimeStep, Trial, TrialState
+from metarl.errors import check, check_float, check_int
+from metarl.nets.mlp import ACTIVATIONS, MLPActorCritic, log_std
+from metarl.ops.gae import generalized_advantage_estimation
+from metarl.ops.ppo import clipped_value_loss, ppo_clipped_policy_loss
+from metarl.rollout import rollout
+
+POOL = 16  #: tasks per stream in each update's pool (a stream starting more episodes reuses them in turn)
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO settings. Defaults: CleanRL's / PureJaxRL's CartPole-v1 run."""
+
+    num_envs: int = 4  #: parallel environment streams
+    num_steps: int = 128  #: steps of every stream per update
+    epochs: int = 4  #: passes over each update's data
+    minibatches: int = 4  #: minibatches per pass
+    lr: float = 2.5e-4  #: Adam learning rate
+    lr_decay_updates: int = 0  #: decay the learning rate linearly to 0 over this many updates (0: constant)
+    adam_eps: float = 1e-5  #: Adam epsilon
+    max_grad_norm: float = 0.5  #: clip gradients to this global norm (0: no clipping)
+    gamma: float = 0.99  #: discount
+    gae_lambda: float = 0.95  #: GAE lambda
+    clip_eps: float = 0.2  #: PPO ratio clip range
+    value_clip_eps: float = 0.0  #: PPO value clip range (0: unclipped value loss)
+    ent_coef: float = 0.01  #: entropy bonus coefficient
+    vf_coef: float = 0.5  #: value loss coefficient
+    normalize_advantages: bool = True  #: standardise advantages within each minibatch
+    hidden: tuple[int, ...] = (64, 64)  #: widths of the policy and the value MLPs' hidden layers
+    activation: str = "tanh"  #: "tanh" or "relu"
+    init_log_std: float = 0.0  #: initial log-std of a Gaussian policy (Box actions)
+
+    def __post_init__(self):
+        o = "ppo"
+        for name in ("num_envs", "num_steps", "epochs", "minibatches"):
+            check_int(o, name, getattr(self, name), low=1)
+        check((self.num_envs * self.num_steps) % self.minibatches == 0,
+              f"{o}: num_envs x num_steps ({self.num_envs * self.num_steps}) must be a multiple of minibatches ({self.minibatches})")
+        check_float(o, "lr", self.lr, low=0.0, low_open=True)
+        check_int(o, "lr_decay_updates", self.lr_decay_updates, low=0)
+        check_float(o, "adam_eps", self.adam_eps, low=0.0, low_open=True)
+        check_float(o, "max_grad_norm", self.max_grad_norm, low=0.0)
+        check_float(o, "gamma", self.gamma, low=0.0, high=1.0)
+        check_float(o, "gae_lambda", self.gae_lambda, low=0.0, high=1.0)
+        check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
+        check_float(o, "value_clip_eps", self.value_clip_eps, low=0.0)
+        check_float(o, "ent_coef", self.ent_coef, low=0.0)
+        check_float(o, "vf_coef", self.vf_coef, low=0.0)
+        check(isinstance(self.normalize_advantages, bool), f"{o}: normalize_advantages must be true or false")
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        for width in self.hidden:
+            check_int(o, "hidden", width, low=1, high=65536)
+        check(self.activation in ACTIVATIONS, f"{o}: activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        check_float(o, "init_log_std", self.init_log_std)
+
+
+PRESETS: dict[str, PPOConfig] = {
+    "reference": PPOConfig(),
+    # RL Zoo's tuned Pendulum-v1 PPO (4 envs x 1024 steps, 10 epochs of 64-sample minibatches,
+    # gamma 0.9, lr 1e-3, no entropy bonus), without its gSDE exploration.
+    "pendulum": PPOConfig(num_envs=4, num_steps=1024, epochs=10, minibatches=64, lr=1e-3, gamma=0.9, ent_coef=0.0, clip_eps=0.2),
+}
+
+
+@struct.dataclass
+class PPOTrainState(TrainState):
+    """The common fields and the environment streams, carried from update to update."""
+
+    timestep: TimeStep = None  #: what each stream shows now [num_envs, ...]
+    trial_state: TrialState = None  #: each stream's trial (one episode per task)
+    pool: Any = None  #: the tasks the streams run on [num_envs, POOL, ...] (episode k of a stream: task k % POOL)
+    episode_return: jax.Array = None  #: [num_envs] the running return of each stream's episode
+    last_return: jax.Array = None  #: [num_envs] the return of each stream's last finished episode
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOAgent(Agent):
+    """The trained policy as an agent (carry: nothing); greedy = the most likely action, or the
+    Gaussian's mean clipped to the box."""
+
+    name = "ppo"
+
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    greedy: bool = True
+
+    @property
+    def network(self) -> MLPActorCritic:
+        return MLPActorCritic(self.env.action_size, self.env.discrete, tuple(self.hidden), self.activation)
+
+    def init(self, key):
+        return ()
+
+    def act(self, params, carry, timestep, key):
+        out, _ = self.network.apply(params, timestep.obs)
+        if self.env.discrete:
+            return sample_or_greedy(key, out, self.greedy), carry
+        space = self.env.action_space()
+        sample = out if self.greedy else out + jnp.exp(log_std(params)) * jax.random.normal(key, out.shape)
+        return jnp.clip(sample, space.low, space.high).reshape(self.env.action_shape), carry
+
+
+def gaussian_log_prob(x, mean, log_std_):
+    return jnp.sum(-0.5 * jnp.square((x - mean) / jnp.exp(log_std_)) - log_std_ - 0.5 * np.log(2 * np.pi), axis=-1)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class PPO(Algorithm):
+    """PPO. `PPO(env, PPOConfig(...))` or `make("ppo", env, ...)`."""
+
+    name = "ppo"
+    Config = PPOConfig
+    presets: ClassVar[dict[str, PPOConfig]] = PRESETS
+    State = PPOTrainState
+    init_keys = 2  #: network parameters; the streams' first episodes
+    update_keys = 3  #: the pool; the rollout; the epochs' permutations
+
+    config: PPOConfig = PPOConfig()
+
+    @property
+    def trial(self) -> Trial:
+        return Trial(self.env, 1, resample=True)
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.config.num_envs * self.config.num_steps
+
+    @property
+    def network(self) -> MLPActorCritic:
+        return self.agent().network
+
+    def agent(self, episodes: int = 1, greedy: bool = True) -> PPOAgent:
+        c = self.config
+        return PPOAgent(self.env, episodes, hidden=c.hidden, activation=c.activation, greedy=greedy)
+
+    def optimizer(self) -> optax.GradientTransformation:
+        c = self.config
+        lr = c.lr
+        if c.lr_decay_updates:
+            lr = optax.linear_schedule(c.lr, 0.0, c.lr_decay_updates * c.epochs * c.minibatches)
+        return adamw(lr, eps=c.adam_eps, clip_norm=c.max_grad_norm)
+
+    def _pool(self, key):
+        flat = self.env.sample_tasks(key, self.config.num_envs * POOL)
+        return jax.tree.map(lambda x: x.reshape((self.config.num_envs, POOL) + x.shape[1:]), flat)
+
+    def init_params(self, key_params, key_env):
+        params = self.network.init(key_params, jnp.zeros(self.env.obs_shape, jnp.float32))
+        if not self.env.discrete:
+            params = jax.tree_util.tree_map_with_path(
+                lambda p, x: jnp.full_like(x, self.config.init_log_std) if getattr(p[-1], "key", None) == "log_std" else x, params
+            )
+        return params
+
+    def init_extra(self, params, key_params, key_env):
+        key_pool, key_reset = jax.random.split(key_env)
+        pool = self._pool(key_pool)
+        keys = jax.random.split(key_reset, self.config.num_envs)
+        timestep, trial_state = jax.vmap(lambda k, p: self.trial.reset(k, pool=p))(keys, pool)
+        n = self.config.num_envs
+        return {"timestep": timestep, "trial_state": trial_state, "pool": pool,
+                "episode_return": jnp.zeros((n,), jnp.float32), "last_return": jnp.zeros((n,), jnp.float32)}
+
+    def _policy(self, params, obs):
+        out, value = self.network.apply(params, obs)
+        return out, value
+
+    def _sample(self, params, out, key):
+        if self.env.discrete:
+            action = jax.random.categorical(key, out).astype(jnp.int32)
+            logp = jnp.take_along_axis(jax.nn.log_softmax(out), action[..., None], axis=-1)[..., 0]
+            return action, action, logp
+        std_log = log_std(params)
+        raw = out + jnp.exp(std_log) * jax.random.normal(key, out.shape)
+        space = self.env.action_space()
+        return raw, jnp.clip(raw, space.low, space.high), gaussian_log_prob(raw, out, std_log)
+
+    def _log_prob_entropy(self, params, out, action):
+        if self.env.discrete:
+            logp_all = jax.nn.log_softmax(out)
+            logp = jnp.take_along_axis(logp_all, action[..., None], axis=-1)[..., 0]
+            return logp, -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
+        std_log = log_std(params)
+        entropy = jnp.sum(std_log + 0.5 * np.log(2 * np.pi * np.e)) * jnp.ones(out.shape[:-1])
+        return gaussian_log_prob(action, out, std_log), entropy
+
+    def _update(self, ts: PPOTrainState, key_pool, key_rollout, key_epochs):
+        c = self.config
+        N, T, M = c.num_envs, c.num_steps, c.minibatches
+        params = ts.params
+        # A fresh pool each update; the slot of each stream's episode in progress keeps its task.
+        slot = ts.trial_state.trial_index % POOL
+        current = jax.tree.map(lambda x: jax.vmap(lambda row, i: row[i])(x, slot), ts.pool)
+        pool = jax.tree.map(lambda new, cur: jax.vmap(lambda row, i, c: row.at[i].set(c))(new, slot, cur), self._pool(key_pool), current)
+
+        def policy(carry, timestep, key, t):
+            out, value = self._policy(params, timestep.obs)
+            raw, action, logp = self._sample(params, out, key)
+            return action, carry, {"raw": raw, "logp": logp, "value": value}
+
+        def record(s):
+            return {
+                "obs": s.timestep.obs,
+                "raw": s.out["raw"],
+                "logp": s.out["logp"],
+                "value": s.out["value"],
+                "reward": s.reward,
+                "terminated": s.info["terminated"],
+                "truncated": s.info["truncated"],
+                "next_obs": s.next_timestep.outcome_obs,  # the true next state (before auto-reset)
+            }
+
+        (timestep, trial_state, _, _), batch = rollout(
+            self.trial, policy, (), ts.timestep, ts.trial_state, jax.random.split(key_rollout, T), batch=True, record=record, pool=pool
+        )
+        _, v_next = self._policy(params, batch["next_obs"])  # [T, N]
+        done = batch["terminated"] | batch["truncated"]
+        discount = c.gamma * (1.0 - batch["terminated"].astype(jnp.float32))
+        trace = c.gamma * (1.0 - done.astype(jnp.float32))
+        gae = jax.vmap(generalized_advantage_estimation, in_axes=(1, 1, 1, 1, None, 1), out_axes=1)
+        advantage = gae(batch["reward"], discount, batch["value"], v_next, c.gae_lambda, trace)
+        data = {"obs": batch["obs"], "raw": batch["raw"], "logp": batch["logp"], "value": batch["value"],
+                "advantage": advantage, "target": advantage + batch["value"]}
+        flat = jax.tree.map(lambda x: x.reshape((N * T,) + x.shape[2:]), data)
+
+        def loss_fn(p, mb):
+            out, value = self._policy(p, mb["obs"])
+            logp, entropy = self._log_prob_entropy(p, out, mb["raw"])
+            adv = mb["advantage"]
+            if c.normalize_advantages:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            pg, aux = ppo_clipped_policy_loss(logp, mb["logp"], adv, c.clip_eps)
+            vclip = c.value_clip_eps if c.value_clip_eps > 0 else None
+            v_loss = clipped_value_loss(value, mb["target"], mb["value"], vclip)
+            ent = jnp.mean(entropy)
+            return pg + c.vf_coef * v_loss - c.ent_coef * ent, {"policy_loss": pg, "value_loss": v_loss, "entropy": ent, **aux}
+
+        optimizer = self.optimizer()
+
+        def minibatch(carry, mb):
+            p, opt_state = carry
+            (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, mb)
+            updates, opt_state = optimizer.update(grads, opt_state, p)
+            return (optax.apply_updates(p, updates), opt_state), {**stats, "grad_norm": optax.tree.norm(grads)}
+
+        def epoch(carry, key):
+            perm = jax.random.permutation(key, N * T)
+            mbs = jax.tree.map(lambda x: jnp.take(x, perm, axis=0).reshape((M, -1) + x.shape[1:]), flat)
+            return jax.lax.scan(minibatch, carry, mbs)
+
+        (params, opt_state), stats = jax.lax.scan(epoch, (params, ts.opt_state), jax.random.split(key_epochs, c.epochs))
+        def track(carry, xs):  # each stream's running episode return and its last finished one
+            running, last = carry
+            reward, ended = xs
+            running = running + reward
+            return (jnp.where(ended, 0.0, running), jnp.where(ended, running, last)), None
+
+        (running, last), _ = jax.lax.scan(track, (ts.episode_return, ts.last_return), (batch["reward"], done))
+        metrics = {**stats, "episode_return": last, "episodes_ended": jnp.sum(done).astype(jnp.float32)}
+        new = ts.replace(params=params, opt_state=opt_state, timestep=timestep, trial_state=trial_state, pool=pool,
+                         episode_return=running, last_return=last)
+        return new, metrics
+
+    def evaluate(self, train_state: Any, key: jax.Array, tasks: Any = 100, episodes: int = 1, greedy: bool = True):
+        """Per-context returns: the policy (greedy by default) on `episodes` episodes of each task
+        in `tasks` (a batch of tasks, or a number sampled with `fold_in(key, 1)`) -> numpy
+        [tasks, episodes]."""
+        from metarl.eval.evaluate import evaluate
+
+        if isinstance(tasks, int):
+            tasks = self.env.sample_tasks(jax.random.fold_in(key, 1), tasks)
+        return evaluate(self.agent(episodes, greedy), train_state.params, self.env, tasks, episodes, key)
