@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
 
 from benchmarks.reference_tables import bandit_reference  # noqa: E402
