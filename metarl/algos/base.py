@@ -43,7 +43,7 @@ from flax import struct
 
 from metarl.agents import Agent
 from metarl.envs.base import Environment
-from metarl.errors import ConfigError, check_int
+from metarl.errors import ConfigError, check_float, check_int
 
 
 @struct.dataclass
@@ -85,6 +85,21 @@ def sample_or_greedy(key: jax.Array, logits: jax.Array, greedy: bool) -> jax.Arr
     """An int32 action from categorical `logits` [..., A]: the most likely when `greedy`, else sampled."""
     action = jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(key, logits)
     return action.astype(jnp.int32)
+
+
+def check_ppo_settings(owner: str, c: Any) -> None:
+    """Validate the PPO fields a config shares (RL²'s, PPO's): lr, lr_decay_updates, adam_eps,
+    max_grad_norm, gamma, gae_lambda, clip_eps, value_clip_eps, ent_coef, vf_coef."""
+    check_float(owner, "lr", c.lr, low=0.0, low_open=True)
+    check_int(owner, "lr_decay_updates", c.lr_decay_updates, low=0)
+    check_float(owner, "adam_eps", c.adam_eps, low=0.0, low_open=True)
+    check_float(owner, "max_grad_norm", c.max_grad_norm, low=0.0)
+    check_float(owner, "gamma", c.gamma, low=0.0, high=1.0)
+    check_float(owner, "gae_lambda", c.gae_lambda, low=0.0, high=1.0)
+    check_float(owner, "clip_eps", c.clip_eps, low=0.0, low_open=True)
+    check_float(owner, "value_clip_eps", c.value_clip_eps, low=0.0)
+    check_float(owner, "ent_coef", c.ent_coef, low=0.0)
+    check_float(owner, "vf_coef", c.vf_coef, low=0.0)
 
 
 def agent_from_config(agent_cls: type, env: Environment, episodes: int, config: Any, **overrides: Any) -> Agent:

@@ -34,7 +34,7 @@ import optax
 from flax import struct
 
 from metarl.agents import Agent
-from metarl.algos.base import Algorithm, TrainState, adamw, register, sample_or_greedy
+from metarl.algos.base import Algorithm, TrainState, adamw, check_ppo_settings, register, sample_or_greedy
 from metarl.envs.trial import TimeStep, Trial, TrialState
 from metarl.errors import check, check_float, check_int
 from metarl.nets.mlp import ACTIVATIONS, MLPActorCritic, log_std
@@ -74,16 +74,7 @@ class PPOConfig:
             check_int(o, name, getattr(self, name), low=1)
         check((self.num_envs * self.num_steps) % self.minibatches == 0,
               f"{o}: num_envs x num_steps ({self.num_envs * self.num_steps}) must be a multiple of minibatches ({self.minibatches})")
-        check_float(o, "lr", self.lr, low=0.0, low_open=True)
-        check_int(o, "lr_decay_updates", self.lr_decay_updates, low=0)
-        check_float(o, "adam_eps", self.adam_eps, low=0.0, low_open=True)
-        check_float(o, "max_grad_norm", self.max_grad_norm, low=0.0)
-        check_float(o, "gamma", self.gamma, low=0.0, high=1.0)
-        check_float(o, "gae_lambda", self.gae_lambda, low=0.0, high=1.0)
-        check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
-        check_float(o, "value_clip_eps", self.value_clip_eps, low=0.0)
-        check_float(o, "ent_coef", self.ent_coef, low=0.0)
-        check_float(o, "vf_coef", self.vf_coef, low=0.0)
+        check_ppo_settings(o, self)
         check(isinstance(self.normalize_advantages, bool), f"{o}: normalize_advantages must be true or false")
         object.__setattr__(self, "hidden", tuple(self.hidden))
         for width in self.hidden:

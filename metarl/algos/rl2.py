@@ -42,7 +42,7 @@ from flax import struct
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from metarl.agents import Agent
-from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, register, sample_or_greedy
+from metarl.algos.base import InContextAlgorithm, check_ppo_settings, TrainState, adamw, agent_from_config, register, sample_or_greedy
 from metarl.envs.trial import TimeStep, Trial
 from metarl.errors import ConfigError, check, check_float, check_int
 from metarl.rollout import rollout
@@ -97,17 +97,8 @@ class RL2Config:
         if self.minibatches is not None:
             check_int(o, "minibatches", self.minibatches, low=1)
         check_int(o, "epochs", self.epochs, low=1)
-        check_float(o, "lr", self.lr, low=0.0, low_open=True)
-        check_int(o, "lr_decay_updates", self.lr_decay_updates, low=0)
+        check_ppo_settings(o, self)
         check_float(o, "weight_decay", self.weight_decay, low=0.0)
-        check_float(o, "adam_eps", self.adam_eps, low=0.0, low_open=True)
-        check_float(o, "max_grad_norm", self.max_grad_norm, low=0.0)
-        check_float(o, "gamma", self.gamma, low=0.0, high=1.0)
-        check_float(o, "gae_lambda", self.gae_lambda, low=0.0, high=1.0)
-        check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
-        check_float(o, "value_clip_eps", self.value_clip_eps, low=0.0)
-        check_float(o, "ent_coef", self.ent_coef, low=0.0)
-        check_float(o, "vf_coef", self.vf_coef, low=0.0)
         check_int(o, "devices", self.devices, low=1)
 
 
