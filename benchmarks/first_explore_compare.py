@@ -35,28 +35,24 @@ Run folders go to runs/fe_compare/VARIANT/METHOD, or VARIANT-xSCALE/METHOD when 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import jax
 import numpy as np
 
+from benchmarks import common
+from benchmarks.common import RESULTS
+
 import metarl
 from metarl import algos
 from metarl.algos.first_explore import PRESETS as FE_PRESETS
 from metarl.algos.rl2 import PRESETS as RL2_PRESETS
 from metarl.eval import report
-from metarl.run import train
 from metarl.run import evaluation, folder
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
 
 #: name -> (family, family options, episodes n, deceptive?)
 VARIANTS = {
@@ -117,16 +113,8 @@ def run_variant(name, seeds, scale, tasks, methods):
         algo, steps = make_algo(method, env, n, scale)
         # another budget is another run (its lr schedule differs), so it gets its own folder
         out = os.path.join("runs", "fe_compare", name if scale == 1.0 else f"{name}-x{scale:g}", method)
-        resume = os.path.exists(os.path.join(out, "config.json"))
-        start = time.perf_counter()
-        result = train(algo, seeds=seeds, total_steps=steps, out_dir=out, resume=resume, eval_every=0, eval_tasks=0,
-                       quiet=True, command=["python", "benchmarks/first_explore_compare.py", name])
-        wall = time.perf_counter() - start
-        if result.interrupted:  # stopped by a signal: record nothing (rerun the same command to resume)
-            sys.exit(f"stopped; {out} resumes when this command is run again")
-        # training compute over every session of the run (resume-invariant), from its metrics log
-        with open(os.path.join(out, "metrics.jsonl")) as f:
-            train_seconds = sum(json.loads(line)["chunk_seconds"] for line in f)
+        run = common.train_or_resume(algo, out, steps, seeds, command=["python", "-m", "benchmarks.first_explore_compare", name])
+        result, wall, train_seconds = run.result, run.wall_seconds, run.train_seconds
         res = evaluation.evaluate_learned(algo, result.state, seeds, tasks, 0)
         res.name, res.label = method, f"{method} ({seeds} seeds)"
         if method != "rl2":
@@ -137,7 +125,7 @@ def run_variant(name, seeds, scale, tasks, methods):
         runs[method] = {
             "algorithm": algo.name, "config": folder.jsonable(algo.config), "env_steps_per_seed": result.env_steps,
             "updates": result.updates, "train_wall_seconds": wall, "compile_seconds": result.compile_seconds,
-            "train_seconds": train_seconds, "resumed": resume, "explore_episodes_k": ks,
+            "train_seconds": train_seconds, "resumed": run.resumed, "explore_episodes_k": ks,
         }
         print(f"  {name} {method}: {result.env_steps:,} steps/seed, {wall:.0f} s, "
               f"mean total {res.returns.sum(-1).mean():.2f}" + (f", k={ks}" if ks else ""), flush=True)
@@ -204,12 +192,8 @@ def markdown(entries, meta):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variants", nargs="*")
-    parser.add_argument("--list", action="store_true")
-    parser.add_argument("--seeds", type=int, default=2)
+    parser = common.parser(__doc__, "variants", seeds=2)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every training budget")
-    parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args(argv)
     if args.list or not args.variants:
@@ -221,26 +205,18 @@ def main(argv=None):
     if unknown or any(m not in METHODS for m in methods):
         parser.error(f"unknown variant(s) or method(s); variants: {', '.join(VARIANTS)}; methods: {', '.join(METHODS)}")
     path = os.path.join(RESULTS, "first_explore.json")
-    data = {}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    data["meta"] = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "jax": jax.__version__, "commit": commit,
-                    "command": "`python -m benchmarks.first_explore_compare " + " ".join(argv if argv is not None else sys.argv[1:]) + "`"}
+    data = {"meta": common.machine()}
+    data["meta"]["command"] = "`python -m benchmarks.first_explore_compare " + " ".join(argv if argv is not None else sys.argv[1:]) + "`"
     for name in args.variants:
         start = time.perf_counter()
         entry = run_variant(name, args.seeds, args.scale, args.tasks, methods)
         entry["wall_seconds"] = time.perf_counter() - start
         print(f"{name}: {entry['verdict']} ({entry['wall_seconds']:.0f} s)", flush=True)
-        os.makedirs(RESULTS, exist_ok=True)
         # re-read before writing: several processes may run different variants at once
         data["entries"] = (json.load(open(path)) if os.path.exists(path) else {"entries": {}})["entries"]
         data["entries"][name] = entry
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
         ordered = [data["entries"][k] for k in VARIANTS if k in data["entries"]]
-        with open(os.path.join(RESULTS, "first_explore.md"), "w") as f:
-            f.write(markdown(ordered, data["meta"]))
+        common.write_results("first_explore", data, markdown(ordered, data["meta"]))
 
 
 if __name__ == "__main__":

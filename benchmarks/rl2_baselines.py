@@ -18,10 +18,12 @@ import time
 
 import jax
 
-from benchmarks import reference_tables as ref  # noqa: E402
+from benchmarks import common
 
-import metarl  # noqa: E402
-from metarl.eval.report import run_baselines, summarize  # noqa: E402
+from benchmarks import reference_tables as ref
+
+import metarl
+from metarl.eval.report import run_baselines, summarize
 
 TOLERANCE = 0.02  # the bar: within 2% of the reference (or better)
 
@@ -145,8 +147,7 @@ def main(argv=None):
         with open(os.path.join(args.out, "baselines.json")) as f:
             result = json.load(f)
         result["explanations"] = explanations()
-        with open(os.path.join(args.out, "baselines.md"), "w") as f:
-            f.write(markdown(result))
+        common.write_results("baselines", result, markdown(result), args.out)
         return
     start = time.perf_counter()
     result = {
@@ -168,11 +169,7 @@ def main(argv=None):
         result["mdp"].append({"setting": f"n={n}", "episodes": n, **row})
         print(f"mdp n={n}: " + ", ".join(fmt_cell(c) for c in row["cells"]), flush=True)
     result["wall_seconds"] = time.perf_counter() - start
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "baselines.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(args.out, "baselines.md"), "w") as f:
-        f.write(markdown(result))
+    common.write_results("baselines", result, markdown(result), args.out)
     print(f"wrote {args.out}/baselines.md and .json in {result['wall_seconds']:.0f} s")
 
 

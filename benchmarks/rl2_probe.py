@@ -30,21 +30,12 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import sys
-import time
 
-import jax
+from benchmarks import common
+from benchmarks.common import RESULTS
 
-from benchmarks.rl2_reproduce import learning_curve  # noqa: E402
-
-import metarl  # noqa: E402
-from metarl import algos  # noqa: E402
-from metarl.run import evaluate_run, train  # noqa: E402
-from metarl.run.folder import write_json_atomic  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
+import metarl
+from metarl import algos
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,22 +117,13 @@ def run_probe(group, name, steps, tasks):
         per_update = algos.make("rl2", env, g.episodes, **dataclasses.asdict(config)).steps_per_update
         config = dataclasses.replace(config, lr_decay_updates=-(-steps // per_update))
     algo = algos.make("rl2", env, g.episodes, **dataclasses.asdict(config))
-    out = os.path.join(g.runs, name)
-    resume = os.path.exists(os.path.join(out, "config.json"))
-    every = max(algo.steps_per_update, steps // g.eval_points // algo.steps_per_update * algo.steps_per_update)
-    start = time.perf_counter()
-    result = train(algo, seeds=1, total_steps=steps, out_dir=out, resume=resume, eval_every=every, eval_tasks=tasks,
-                   eval_seed=0, eval_baselines=[], quiet=True, command=["python", "benchmarks/rl2_probe.py", group, name])
-    wall = time.perf_counter() - start
-    if result.interrupted:
-        sys.exit(f"stopped; {out} resumes when this command is run again")
-    summary = evaluate_run(out, tasks=tasks, seed=0, baselines=[g.low, g.high])
-    agents = {a["name"]: a for a in summary["agents"]}
-    curve, _ = learning_curve(out, float("inf"))
+    run = common.train_or_resume(algo, os.path.join(g.runs, name), steps, 1, g.eval_points, tasks, baselines=[g.low, g.high],
+                                 command=["python", "-m", "benchmarks.rl2_probe", group, name])
+    agents = {a["name"]: a for a in run.summary["agents"]}
     return {
         "probe": name, "tests": what, "family_options": options, "changes": changes, "config": dataclasses.asdict(config),
-        "steps": result.env_steps, "train_seconds": result.train_seconds, "wall_seconds": wall, "resumed": resume,
-        "tasks": tasks, "curve": [(c["env_steps"], c["mean"], c["train_seconds"]) for c in curve],
+        "steps": run.result.env_steps, "train_seconds": run.result.train_seconds, "wall_seconds": run.wall_seconds,
+        "resumed": run.resumed, "tasks": tasks, "curve": [(c["env_steps"], c["mean"], c["train_seconds"]) for c in run.curve],
         **{k: {"mean": agents[k]["mean_total_return"], "ci95": agents[k]["ci95"]} for k in ("rl2", g.low, g.high)},
     }
 
@@ -198,12 +180,9 @@ def main(argv=None):
         print(f"{name}: RL² {entry['rl2']['mean']:.1f}, {g.low} {entry[g.low]['mean']:.1f}, {g.high} {entry[g.high]['mean']:.1f}",
               flush=True)
         data = json.load(open(path)) if os.path.exists(path) else {"entries": {}}
-        data["meta"] = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "jax": jax.__version__}
+        data["meta"] = common.machine()
         data["entries"][name] = entry
-        os.makedirs(RESULTS, exist_ok=True)
-        write_json_atomic(path, data)
-        with open(os.path.join(RESULTS, g.results + ".md"), "w") as f:
-            f.write(markdown(args.group, data))
+        common.write_results(g.results, data, markdown(args.group, data))
 
 
 if __name__ == "__main__":

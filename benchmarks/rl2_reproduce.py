@@ -16,24 +16,16 @@ Run folders go to runs/repro/SETTING (resumable: rerunning continues a killed ru
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
-import sys
-import time
 
-import jax
+from benchmarks import common
+from benchmarks import reference_tables as ref
+from benchmarks.common import RESULTS
 
-from benchmarks import reference_tables as ref  # noqa: E402
-
-import metarl  # noqa: E402
-from metarl import algos  # noqa: E402
-from metarl.run.folder import write_json_atomic  # noqa: E402
-from metarl.run import evaluate_run, train  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
+import metarl
+from metarl import algos
+from metarl.run.folder import write_bytes_atomic, write_json_atomic
 
 #: name -> (family, family options, episodes n, default env-step budget per seed, default preset)
 SETTINGS = {
@@ -63,60 +55,39 @@ def reference_row(family, options, n):
     return cols, best
 
 
-def learning_curve(out, target):
-    """Held-out evaluations during training as (env steps, mean total return, training seconds so far),
-    and the first point at or above `target` (None if never reached)."""
-    chunks = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
-    path = os.path.join(out, "eval", "history.jsonl")
-    evals = [json.loads(line) for line in open(path)] if os.path.exists(path) else []
-    curve = []
-    for e in evals:
-        seconds = sum(c["chunk_seconds"] for c in chunks if c["env_steps"] <= e["env_steps"])
-        curve.append({"env_steps": e["env_steps"], "mean": e["mean_total_return"], "ci95": e["ci95"], "train_seconds": seconds})
-    reached = next((c for c in curve if c["mean"] >= target), None)
-    return curve, reached
-
-
 def run_setting(name, seeds, steps, preset, tasks, eval_points=10):
     family, options, n, default_steps, default_preset = SETTINGS[name]
     steps = steps or default_steps
     preset = preset or default_preset
     env = metarl.make(family, **options)
-    config = dict(dataclass_items(algos.algorithm_class("rl2").presets[preset]))
-    algo = algos.make("rl2", env, n, **config)
-    # A preset other than the setting's default is its own run and its own row.
+    algo = algos.make("rl2", env, n, preset=preset)
+    config = dict(dataclass_items(algo.config))
+    # A preset other than the setting's default is its own run and its own row. Held-out evaluations
+    # (1000 tasks, PRNGKey(0)) during training give the learning curve and the time to reach the
+    # reference number; they are not counted in the training time.
     out = os.path.join("runs", "repro", name if preset == default_preset else f"{name}--{preset}")
-    resume = os.path.exists(os.path.join(out, "config.json"))
-    start = time.perf_counter()
-    # Held-out evaluations (1000 tasks, PRNGKey(0)) during training give the learning curve and the time
-    # to reach the reference number; they are not counted in the training time.
-    every = max(algo.steps_per_update, steps // eval_points // algo.steps_per_update * algo.steps_per_update)
-    result = train(algo, seeds=seeds, total_steps=steps, out_dir=out, resume=resume, eval_every=every, eval_tasks=tasks,
-                   eval_seed=0, eval_baselines=[], quiet=True,
-                   command=["python", "benchmarks/rl2_reproduce.py", name] + ([] if preset == default_preset else ["--preset", preset]))
-    train_wall = time.perf_counter() - start
-    if result.interrupted:  # stopped by a signal: record nothing (rerun the same command to resume)
-        sys.exit(f"stopped; {out} resumes when this command is run again")
     names = BANDIT_BASELINES if family == "bandit" else MDP_BASELINES
-    summary = evaluate_run(out, tasks=tasks, seed=0, baselines=names)
+    command = ["python", "-m", "benchmarks.rl2_reproduce", name] + ([] if preset == default_preset else ["--preset", preset])
+    run = common.train_or_resume(algo, out, steps, seeds, eval_points, tasks, baselines=names, command=command)
+    result, summary = run.result, run.summary
     agents = {a["name"]: a for a in summary["agents"]}
     rl2 = agents["rl2"]
     cols, best = reference_row(family, options, n)
     target = max(v for v in (cols["RL² GRU paper"], cols.get("RL² GRU re-impl")) if v is not None)
-    curve, reached = learning_curve(out, target)
+    reached = common.first_reaching(run.curve, target)
     ours_best = max((a for a in summary["agents"] if a["name"] not in ("rl2", "oracle", "random")),
                     key=lambda a: a["mean_total_return"])
     return {
         "key": entry_key(name, preset), "setting": name, "family": family, "options": options, "episodes": n, "seeds": seeds,
         "steps_per_seed": result.env_steps, "updates": result.updates, "preset": preset, "config": config,
         "train_seconds": result.train_seconds, "compile_seconds": result.compile_seconds,
-        "train_wall_seconds": train_wall, "resumed": resume,
+        "train_wall_seconds": run.wall_seconds, "resumed": run.resumed,
         "rl2": {"mean": rl2["mean_total_return"], "ci95": rl2["ci95"], "per_seed": rl2.get("per_seed_mean_total_return")},
         "baselines": {a["name"]: {"mean": a["mean_total_return"], "ci95": a["ci95"]} for a in summary["agents"] if a["name"] != "rl2"},
         "reference": cols, "reference_best_baseline": {"name": best[0], "value": best[1]},
         "our_best_baseline": {"name": ours_best["name"], "mean": ours_best["mean_total_return"], "ci95": ours_best["ci95"]},
         "eval_tasks": tasks, "interval": summary["header"]["interval"],
-        "target": target, "learning_curve": curve,
+        "target": target, "learning_curve": run.curve,
         "time_to_target": None if reached is None else {
             "env_steps": reached["env_steps"], "train_seconds": reached["train_seconds"],
             "with_compile_seconds": reached["train_seconds"] + result.compile_seconds},
@@ -193,13 +164,9 @@ def markdown(entries, meta):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("settings", nargs="*")
-    parser.add_argument("--list", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser = common.parser(__doc__, "settings", seeds=3)
     parser.add_argument("--steps", type=int, default=None, help="env steps per seed (default: the setting's budget)")
     parser.add_argument("--preset", default=None, help="named RL² config (default: the setting's)")
-    parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--eval-points", type=int, default=10, help="held-out evaluations during training")
     parser.add_argument("--markdown", action="store_true", help="only regenerate rl2.md from rl2.json")
     args = parser.parse_args(argv)
@@ -217,7 +184,7 @@ def main(argv=None):
     presets = algos.algorithm_class("rl2").presets
     if args.preset is not None and args.preset not in presets:
         parser.error(f"unknown preset {args.preset!r}; valid: {', '.join(presets)}")
-    meta = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "jax": jax.__version__}
+    meta = common.machine()
     for name in args.settings:
         entry = run_setting(name, args.seeds, args.steps, args.preset, args.tasks, args.eval_points)
         print(f"{name}: RL² {entry['rl2']['mean']:.2f} {entry['rl2']['ci95']} vs paper {entry['reference']['RL² GRU paper']}; "
@@ -235,8 +202,7 @@ def write_markdown(data):
     # the setting's default-preset row first, then its other presets'
     ordered = [e for k in SETTINGS for e in sorted(data["entries"].values(), key=lambda e: e.get("key", e["setting"]))
                if e["setting"] == k]
-    with open(os.path.join(RESULTS, "rl2.md"), "w") as f:
-        f.write(markdown(ordered, data["meta"]))
+    write_bytes_atomic(os.path.join(RESULTS, "rl2.md"), markdown(ordered, data["meta"]).encode())
 
 
 if __name__ == "__main__":

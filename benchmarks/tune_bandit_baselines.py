@@ -36,16 +36,18 @@ import sys
 import time
 
 import jax
+
+from benchmarks import common
 import numpy as np
 
 
-from benchmarks import reference_tables as ref  # noqa: E402
+from benchmarks import reference_tables as ref
 
-from metarl.baselines import make  # noqa: E402
-from metarl.baselines.bandit import TUNED  # noqa: E402
-from metarl.envs.registry import make as make_env  # noqa: E402
-from metarl.eval.evaluate import evaluate  # noqa: E402
-from metarl.eval.report import evaluate_timed, evaluation_key  # noqa: E402
+from metarl.baselines import make
+from metarl.baselines.bandit import TUNED
+from metarl.envs.registry import make as make_env
+from metarl.eval.evaluate import evaluate
+from metarl.eval.report import evaluate_timed, evaluation_key
 
 EPISODES = (10, 100, 500)
 ARMS = (5, 10, 50)
@@ -90,8 +92,7 @@ EXPLANATIONS: dict[str, str] = {
 
 
 def tuning_tasks(env, num):
-    keys = jax.numpy.stack([jax.random.PRNGKey(TUNE_SEED_BASE + i) for i in range(num)])
-    return jax.vmap(env.sample_task)(keys)
+    return common.tuning_tasks(env, num, TUNE_SEED_BASE)
 
 
 def tune(num_tasks, log):
@@ -246,10 +247,7 @@ def main(argv=None):
         result["explanations"] = EXPLANATIONS
         chosen = {tuple(int(x.split("=")[1]) for x in k.split(",")): v for k, v in result["chosen"].items()}
         result["tuned_mismatches"] = tuned_table_matches(chosen)
-        with open(path, "w") as f:
-            json.dump(result, f, indent=1)
-        with open(os.path.join(args.out, "tune_bandit.md"), "w") as f:
-            f.write(markdown(result))
+        common.write_results("tune_bandit", result, markdown(result), args.out)
         return
     start = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
@@ -290,10 +288,7 @@ def main(argv=None):
         "tuned_mismatches": tuned_table_matches(chosen),
         "wall_seconds": time.perf_counter() - start,
     }
-    with open(json_path, "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(args.out, "tune_bandit.md"), "w") as f:
-        f.write(markdown(result))
+    common.write_results("tune_bandit", result, markdown(result), args.out)
     log(f"wrote {json_path}; TUNED mismatches: {result['tuned_mismatches'] or 'none'}")
 
 

@@ -23,12 +23,14 @@ import time
 import jax
 import numpy as np
 
+from benchmarks import common
 
 
-from metarl.baselines import make  # noqa: E402
-from metarl.baselines.mdp import TUNED_MDP  # noqa: E402
-from metarl.envs.registry import make as make_env  # noqa: E402
-from metarl.eval.evaluate import evaluate  # noqa: E402
+
+from metarl.baselines import make
+from metarl.baselines.mdp import TUNED_MDP
+from metarl.envs.registry import make as make_env
+from metarl.eval.evaluate import evaluate
 
 SETTINGS = (10, 25, 50, 75, 100)
 TUNE_SEED_BASE = 1000
@@ -77,8 +79,7 @@ EXPLANATIONS = {
 
 
 def tuning_tasks(env, num):
-    keys = jax.numpy.stack([jax.random.PRNGKey(TUNE_SEED_BASE + i) for i in range(num)])
-    return jax.vmap(env.sample_task)(keys)
+    return common.tuning_tasks(env, num, TUNE_SEED_BASE)
 
 
 def prefix_totals(returns):
@@ -140,7 +141,6 @@ def main(argv=None):
     parser.add_argument("--tune-tasks", type=int, default=500)
     args = parser.parse_args(argv)
     os.makedirs(RESULTS, exist_ok=True)
-    path_json = os.path.join(RESULTS, "tune_mdp.json")
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     start = time.time()
     env = make_env("tabular-mdp")
@@ -162,10 +162,7 @@ def main(argv=None):
                     result["notes"].append(f"TUNED_MDP[{n}][{name!r}] = {recorded} differs from the search's choice "
                                            f"{block['chosen'][str(n)]}: update metarl/baselines/mdp.py and rerun the evaluation.")
     result["wall_seconds"] = time.time() - start
-    with open(path_json, "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(RESULTS, "tune_mdp.md"), "w") as f:
-        f.write(markdown(result))
+    common.write_results("tune_mdp", result, markdown(result))
     for note in result["notes"]:
         log(note)
 

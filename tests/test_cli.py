@@ -77,7 +77,7 @@ def test_baselines_table_and_json(capsys, tmp_path):
     "args, message",
     [
         (["baselines", "nope"], "unknown task family 'nope'; valid names: bandit"),
-        (["baselines", "bandit", "--arms", "0"], "bandit: arms must be >= 1, got 0"),
+        (["baselines", "bandit", "--arms", "0"], "bandit: --arms must be >= 1, got 0"),
         (["baselines", "bandit", "--agents", "nope"], "unknown baseline 'nope'"),
         (["baselines", "bandit", "--tasks", "0"], "tasks must be >= 1"),
         (["baselines", "bandit", "--episodes", "0"], "episodes must be >= 1"),
@@ -116,28 +116,35 @@ def test_entry_point_process_exit_code():
         [sys.executable, "-m", "metarl.cli", "baselines", "bandit", "--arms", "0"],
         capture_output=True, text=True, timeout=120,
     )
-    assert proc.returncode == 2 and proc.stderr.strip() == "metarl: error: bandit: arms must be >= 1, got 0"
+    assert proc.returncode == 2 and proc.stderr.strip() == "metarl: error: bandit: --arms must be >= 1, got 0"
 
 
 # ---------------------------------------------------------------------------------------------
-# the helpers `metarl train` reuses for algorithm configs
+# parsing real dataclasses with tyro
 @dataclasses.dataclass(frozen=True)
 class _Config:
     hidden: int = 256  #: width of the recurrent core
     lr: float = 2e-4
     """AdamW learning rate"""
-    schedule: str = "constant"
     run_name: str = dataclasses.field(default="")
 
+    def __post_init__(self):
+        from metarl.errors import check_int
 
-def test_fields_to_flags_reads_types_defaults_and_docs():
-    flags = {f.name: f for f in cli.fields_to_flags(_Config)}
-    assert flags["hidden"].type is int and flags["hidden"].default == 256
-    assert flags["hidden"].help == "width of the recurrent core"
-    assert flags["lr"].type is float and flags["lr"].help == "AdamW learning rate"
-    values = cli.parse_flags(["--hidden", "64", "--run-name", "x"], list(flags.values()), prog="t", description="d")
-    assert values == {"hidden": 64, "lr": 2e-4, "schedule": "constant", "run_name": "x"}
-    assert _Config(**values).hidden == 64
+        check_int("toy", "hidden", self.hidden, low=1)
+
+
+def test_parse_reads_the_real_dataclass_and_returns_its_instances(capsys):
+    parsed = cli.parse([("config", _Config, _Config(hidden=64))], ["--lr", "0.5", "--run-name", "x"], prog="t", description="d")
+    assert type(parsed["config"]) is _Config and parsed["config"] == _Config(hidden=64, lr=0.5, run_name="x")
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse([("config", _Config, None)], ["--help"], prog="t", description="d")
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "width of the recurrent core" in out and "AdamW learning rate" in out  # the fields' docs are the help
+    # a validation error leaves tyro as the library's own error (main prints it on one line)
+    with pytest.raises(envs.registry.ConfigError, match="hidden must be >= 1"):
+        cli.parse([("config", _Config, None)], ["--hidden", "0"], prog="t", description="d")
 
 
 def test_take_names_validates_with_the_registry():
@@ -147,14 +154,52 @@ def test_take_names_validates_with_the_registry():
         cli.take_names(["--arms", "3"], ["FAMILY"], [envs.family_class])
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps", "0", "--out", "x"], "metarl: error: train: --steps must be >= 1, got 0"),
+        (["--steps", "10", "--out", "x", "--eval-every", "-1"], "metarl: error: train: --eval-every must be >= 0, got -1"),
+        (["--steps", "10", "--out", "x", "--hidden", "0"], "metarl: error: rl2: --hidden must be >= 1, got 0"),
+        (["--steps", "10", "--out", "x", "--preset", "nope"], "metarl: error: algorithm 'rl2' has no preset 'nope'; its presets: reference, fast"),
+    ],
+)
+def test_train_errors_name_the_flag(capsys, tmp_path, args, message):
+    code, _, err = run(capsys, "train", "rl2", "bandit", *args)
+    assert code == 2 and err.strip().startswith(message) and len(err.strip().splitlines()) == 1, err
+
+
+def test_train_defaults_to_the_algorithms_preset_for_the_setting(capsys, monkeypatch):
+    seen = {}
+
+    def fake_train(algo, settings):
+        seen["algo"], seen["settings"] = algo, settings
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr("metarl.run.train", fake_train)
+    readme = ["train", "rl2", "bandit", "--arms", "5", "--episodes", "10", "--steps", "5000000", "--seeds", "3", "--out", "runs/b5"]
+    assert cli.main(readme) == 130
+    assert seen["algo"].config == algos.rl2.PRESETS["fast"]  # not the slow "reference"
+    assert (seen["settings"].total_steps, seen["settings"].seeds, seen["settings"].out_dir) == (5_000_000, 3, "runs/b5")
+    assert cli.main(readme[:6] + ["100"] + readme[7:]) == 130  # 100-pull trials
+    assert seen["algo"].config == algos.rl2.PRESETS["fast-long"]
+    assert cli.main(readme + ["--preset", "reference", "--hidden", "64"]) == 130  # a named preset, then a field over it
+    assert seen["algo"].config == dataclasses.replace(algos.rl2.PRESETS["reference"], hidden=64)
+    capsys.readouterr()
+    code, out, _ = run(capsys, "train", "rl2", "bandit", "--episodes", "100", "--help")
+    assert code == 0 and "start from preset 'fast-long', its default for this setting" in out
+    code, out, _ = run(capsys, "train", "ppo", "gymnax", "--env-id", "Pendulum-v1", "--help")
+    assert code == 0 and "preset 'pendulum'" in out and "--episodes INT" not in out  # episodes belong to in-context algorithms
+
+
 def test_first_explore_schedule_spans_the_runs_steps(capsys, tmp_path):
     # 4 tasks x 2 episodes x 2 (explore + exploit) x 1 step = 16 env steps per update; 40 steps -> 3 updates
     common = ["train", "first-explore", "fixed-arm-bandit", "--arms", "2", "--episodes", "2", "--preset", "fast",
-              "--batch-tasks", "4", "--hidden", "8", "--layers", "1", "--choose-k-tasks", "4", "--steps", "40",
-              "--eval-tasks", "0", "--quiet"]
-    assert cli.main(common + ["--out", str(tmp_path / "auto")]) == 0
+              "--batch-tasks", "4", "--hidden", "8", "--layers", "1", "--choose-k-tasks", "4",
+              "--eval-tasks", "0", "--quiet", "--out", str(tmp_path / "auto")]
+    assert cli.main(common + ["--steps", "40"]) == 0
     capsys.readouterr()
     assert json.load(open(tmp_path / "auto" / "config.json"))["algorithm"]["config"]["total_updates"] == 3
-    # an explicit --total-updates wins (checked on the parser's helper; a second run would recompile)
-    assert cli._given(["--total-updates", "50"], "total-updates") and cli._given(["--total-updates=5"], "total-updates")
-    assert not cli._given(["--total-updates-x", "5"], "total-updates")
+    # resumed with more steps, the run keeps the schedule it started with
+    assert cli.main(common + ["--steps", "80", "--resume"]) == 0
+    config = json.load(open(tmp_path / "auto" / "config.json"))
+    assert config["algorithm"]["config"]["total_updates"] == 3 and config["total_steps"] == 80

@@ -192,7 +192,7 @@ def test_rollout_epsilon_mixes_uniform_actions_into_the_sampling_logits():
     """sample_logits = log((1 - eps) softmax(temperature x logits) + eps / A): eps = 1 is uniform
     whatever the network says, eps = 0 leaves the logits as they are."""
     env = metarl.make("fixed-arm-bandit", arms=3)
-    algo = FirstExplore(env, 3, PRESETS["fast-bandit"])
+    algo = FirstExplore(env, 3, dataclasses.replace(PRESETS["fast-bandit"], total_updates=10))
     params = algo.init(jax.random.PRNGKey(0)).params
     params = jax.tree.map(lambda x: x * 50.0, params)  # a far-from-uniform policy
     task = env.sample_task(jax.random.PRNGKey(1))
@@ -283,3 +283,17 @@ def test_bandit_rule_learns_in_context_on_the_control_bandit():
     per_pull = np.asarray(metrics["exploit_return"])
     assert abs(per_pull[:100].mean()) < 0.05  # untrained: random arms, 0 in expectation
     assert per_pull[-100:].mean() > 0.08, per_pull[-100:].mean()
+
+
+def test_a_schedule_of_the_runs_length_is_set_by_the_run():
+    """total_updates=None ("fast" presets): the host loop's `for_run` sets it from --steps, a resumed
+    run keeps its saved value, and outside a run it is a clear error, not a silent default."""
+    env = metarl.make("fixed-arm-bandit", arms=2)
+    algo = FirstExplore(env, 2, PRESETS["fast"])
+    assert algo.config.total_updates is None
+    with pytest.raises(ConfigError, match="the run's own length"):
+        algo.init(jax.random.PRNGKey(0))
+    assert algo.for_run(7).config.total_updates == 7
+    assert algo.for_run(7, {"total_updates": 3}).config.total_updates == 3  # resuming keeps the schedule
+    fixed = FirstExplore(env, 2, dataclasses.replace(PRESETS["fast"], total_updates=5))
+    assert fixed.for_run(7) is fixed

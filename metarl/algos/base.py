@@ -174,6 +174,21 @@ class Algorithm:
         """What `make(name, env, **options, **config)` needs besides env and config (episodes)."""
         return {}
 
+    # --- choices made for a setting or a run (the command line asks these; none is required) ---
+    @classmethod
+    def default_preset(cls, env: Environment, episodes: int | None = None) -> tuple[str, str] | None:
+        """The preset this algorithm trains best with on `env` (and trials of `episodes`), and why
+        (one line for `--help`), or None: the config's own defaults. What `metarl train` uses when
+        no --preset is given; the Python API's `make` uses it only when asked (`preset="default"`)."""
+        return None
+
+    def for_run(self, total_updates: int, saved_config: dict[str, Any] | None = None) -> "Algorithm":
+        """This algorithm as it trains in a run of `total_updates` updates (the host loop calls it
+        before writing config.json): a config field that follows the run's length (First-Explore's
+        learning-rate schedule) is resolved here. `saved_config` is the config.json `algorithm.config`
+        of the run being resumed, so a resumed run keeps what it started with. Default: itself."""
+        return self
+
 
 @dataclasses.dataclass(frozen=True)
 class InContextAlgorithm(Algorithm):
@@ -225,10 +240,26 @@ def algorithm_class(name: str) -> type[Algorithm]:
     return _ALGOS[name]
 
 
-def make(name: str, env: Environment, episodes: int | None = None, **config: Any) -> Algorithm:
+def preset_config(name: str, preset: str | None, env: Environment | None = None, episodes: int | None = None) -> Any:
+    """The config algorithm `name` starts from: its named `preset`, the one it chooses for `env`
+    and `episodes` (`preset="default"`, see `Algorithm.default_preset`), or its config's defaults
+    (None). An unknown preset is a ConfigError listing the valid ones."""
+    cls = algorithm_class(name)
+    if preset == "default":
+        chosen = cls.default_preset(env, episodes) if env is not None else None
+        preset = None if chosen is None else chosen[0]
+    if preset is None:
+        return cls.Config()
+    if preset not in cls.presets:
+        raise ConfigError(f"algorithm {name!r} has no preset {preset!r}; its presets: {', '.join(cls.presets) or '(none)'}")
+    return cls.presets[preset]
+
+
+def make(name: str, env: Environment, episodes: int | None = None, preset: str | None = None, **config: Any) -> Algorithm:
     """Build algorithm `name` on `env` (with trials of `episodes` episodes for an in-context
-    algorithm); `config` overrides fields of the algorithm's config dataclass (unknown fields raise
-    ConfigError)."""
+    algorithm). Its config starts from `preset` (a name, "default": the one the algorithm chooses
+    for this family and trial length, None: the config's defaults) and `config` overrides its fields
+    (unknown fields raise ConfigError)."""
     cls = algorithm_class(name)
     valid = [f.name for f in dataclasses.fields(cls.Config)]
     unknown = sorted(set(config) - set(valid))
@@ -236,8 +267,10 @@ def make(name: str, env: Environment, episodes: int | None = None, **config: Any
         raise ConfigError(
             f"algorithm {name!r} has no option {', '.join(map(repr, unknown))}; its options are: {', '.join(valid)}"
         )
+    if cls.in_context and episodes is None:
+        raise ConfigError(f"algorithm {name!r} trains over trials: give the number of episodes per trial")
+    base = preset_config(name, preset, env, episodes)
+    cfg = dataclasses.replace(base, **config) if config else base
     if cls.in_context:
-        if episodes is None:
-            raise ConfigError(f"algorithm {name!r} trains over trials: give the number of episodes per trial")
-        return cls(env=env, episodes=episodes, config=cls.Config(**config))
-    return cls(env=env, config=cls.Config(**config))
+        return cls(env=env, episodes=episodes, config=cfg)
+    return cls(env=env, config=cfg)

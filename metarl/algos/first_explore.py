@@ -62,7 +62,7 @@ class FirstExploreConfig:
     heads: int = 4  #: attention heads (must divide hidden)
     layers: int = 3  #: transformer blocks
     batch_tasks: int = 128  #: tasks (whole rollouts) per update
-    total_updates: int = 200_000  #: updates of the learning-rate schedule
+    total_updates: int | None = 200_000  #: updates of the learning-rate schedule (None: the run's own, set by the host loop from --steps)
     lr: float = 1e-4  #: peak AdamW learning rate
     warmup_fraction: float = 0.1  #: fraction of total_updates warming the lr up from 0 (then linear decay to 0)
     weight_decay: float = 1e-4  #: AdamW decoupled weight decay
@@ -84,7 +84,8 @@ class FirstExploreConfig:
         check(self.hidden % self.heads == 0, f"{o}: heads must divide hidden, got hidden={self.hidden}, heads={self.heads}")
         check_int(o, "layers", self.layers, low=1, high=64)
         check_int(o, "batch_tasks", self.batch_tasks, low=1)
-        check_int(o, "total_updates", self.total_updates, low=1)
+        if self.total_updates is not None:
+            check_int(o, "total_updates", self.total_updates, low=1)
         check_float(o, "lr", self.lr, low=0.0, low_open=True)
         check_float(o, "warmup_fraction", self.warmup_fraction, low=0.0, high=1.0, high_open=True)
         check_float(o, "weight_decay", self.weight_decay, low=0.0)
@@ -101,7 +102,16 @@ class FirstExploreConfig:
 
     @property
     def warmup_updates(self) -> int:
-        return int(self.total_updates * self.warmup_fraction)
+        return int(self.schedule_updates * self.warmup_fraction)
+
+    @property
+    def schedule_updates(self) -> int:
+        if self.total_updates is None:
+            raise ConfigError(
+                "first-explore: total_updates=None means the run's own length, which metarl.run.train sets; "
+                "give a number of updates to use the algorithm outside it", "total_updates"
+            )
+        return self.total_updates
 
 
 #: Named configurations. "reference": the reference bandit run (on-policy rollouts with 5% random
@@ -114,7 +124,7 @@ PRESETS: dict[str, FirstExploreConfig] = {
     "reference": FirstExploreConfig(**_BANDIT_RULE),
     "reference-room": FirstExploreConfig(layers=4, total_updates=1_000_000),
     "fast": FirstExploreConfig(
-        hidden=32, heads=2, layers=2, batch_tasks=64, total_updates=600, lr=1e-3, refresh_every=100, choose_k_tasks=256
+        hidden=32, heads=2, layers=2, batch_tasks=64, total_updates=None, lr=1e-3, refresh_every=100, choose_k_tasks=256
     ),
 }
 PRESETS["fast-bandit"] = dataclasses.replace(PRESETS["fast"], **_BANDIT_RULE)
@@ -308,6 +318,19 @@ class FirstExplore(InContextAlgorithm):
 
     config: FirstExploreConfig = FirstExploreConfig()
 
+    @classmethod
+    def default_preset(cls, env, episodes=None):
+        if env.max_steps_in_episode == 1:
+            return "fast-bandit", "one-step episodes: the reference's bandit rule on the small network"
+        return "fast", "multi-step episodes: the reference's treasure-room rule on the small network"
+
+    def for_run(self, total_updates, saved_config=None):
+        if self.config.total_updates is not None:
+            return self
+        saved = (saved_config or {}).get("total_updates")
+        chosen = saved if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 1 else total_updates
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, total_updates=chosen))
+
     def __post_init__(self):
         super().__post_init__()
         if not self.env.discrete:
@@ -337,7 +360,7 @@ class FirstExplore(InContextAlgorithm):
         schedule = optax.join_schedules(
             [
                 optax.linear_schedule(0.0, c.lr, max(warmup, 1)),
-                optax.linear_schedule(c.lr, 0.0, max(c.total_updates - warmup, 1)),
+                optax.linear_schedule(c.lr, 0.0, max(c.schedule_updates - warmup, 1)),
             ],
             [warmup],
         )

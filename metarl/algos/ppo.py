@@ -147,6 +147,12 @@ class PPO(Algorithm):
 
     config: PPOConfig = PPOConfig()
 
+    @classmethod
+    def default_preset(cls, env, episodes=None):
+        if env.discrete:
+            return "reference", "discrete actions: CleanRL's CartPole-v1 settings (486.9 in 512k steps)"
+        return "pendulum", "continuous actions: RL Zoo's Pendulum-v1 settings (-185.3 in 409,600 steps)"
+
     @property
     def trial(self) -> Trial:
         return Trial(self.env, 1, resample=True)

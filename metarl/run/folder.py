@@ -176,6 +176,16 @@ def read_config(run_dir: str) -> dict[str, Any]:
     return config
 
 
+def saved_algorithm_config(run_dir: str) -> dict[str, Any] | None:
+    """The `algorithm.config` of the run in `run_dir`, or None where there is none that reads
+    (the host loop reports a bad folder itself, when it opens it)."""
+    try:
+        config = read_config(run_dir)
+    except (CheckpointError, ConfigError):
+        return None
+    return config["algorithm"].get("config")
+
+
 #: what every config.json holds, with the JSON type of each
 REQUIRED = {"algorithm": dict, "family": dict, "seeds": int, "seed": int}
 

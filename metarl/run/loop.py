@@ -49,6 +49,8 @@ from metarl.run.settings import TRAIN_STREAM, TrainSettings, init_keys  # noqa: 
 class TrainingDiverged(MetarlError, RuntimeError):
     """A loss metric (or the learned parameters) became NaN or infinite; the run stopped."""
 
+    exit_code = 1  #: not bad input: the run itself failed
+
 
 class OutOfMemory(MetarlError, MemoryError):
     """The run needs more memory than the machine has (estimated before it starts, or XLA ran out)."""
@@ -262,6 +264,7 @@ def train(algo, settings: TrainSettings | None = None, /, **overrides: Any) -> T
     s = TrainSettings(**overrides) if settings is None else dataclasses.replace(settings, **overrides)
     spu = int(algo.steps_per_update)
     total_updates = math.ceil(s.total_steps / spu)
+    algo = algo.for_run(total_updates, folder.saved_algorithm_config(s.out_dir) if s.resume else None)
     evaluating = s.eval_tasks > 0 and s.eval_every != 0
     eval_baselines = evaluation.check_baselines(algo, s.eval_baselines) if evaluating else None
     config = folder.run_config(
