@@ -3,12 +3,12 @@ networks, Bernoulli bandit k=5, trials of 100 pulls, 240,000 steps per update, 8
 minibatches of 60 trials) on this machine's CPU.
 
     python -m benchmarks.rl2_speed [--updates 2] [--steps-per-update 240000] [--out benchmarks/results]
-    METARL_HOST_DEVICES=2 python -m benchmarks.rl2_speed --devices 2 --tag _dev2   # data parallel
-    METARL_HOST_DEVICES=2 python -m benchmarks.rl2_speed --compare-devices 1,2     # interleaved A/B
+    python -m benchmarks.rl2_speed --devices 2 --tag _dev2   # data parallel
+    python -m benchmarks.rl2_speed --compare-devices 1,2     # interleaved A/B
 
 `--devices N` runs `RL2Config(devices=N)`: every rollout and PPO minibatch split over N JAX devices;
-on a CPU that needs N host devices, i.e. METARL_HOST_DEVICES=N in the environment (this script sets
-it from --devices / --compare-devices itself when it is not set, before JAX starts).
+on a CPU that needs N host devices: this script calls `metarl.use_host_devices(N)` for the most
+--devices / --compare-devices ask for, before JAX starts.
 `--compare-devices 1,2` times the device counts given alternately in one process (A, B, A, B, ...:
 on a shared machine the load changes over time, so only interleaved runs compare fairly) and prints
 the min wall and CPU time of each and their ratios; it writes nothing.
@@ -51,13 +51,14 @@ def _wanted_devices(argv: list[str]) -> int:
     return wanted
 
 
-if _wanted_devices(sys.argv[1:]) > 1:  # must precede the first JAX computation (metarl reads it)
-    os.environ.setdefault("METARL_HOST_DEVICES", str(_wanted_devices(sys.argv[1:])))
+import metarl  # noqa: E402  (light: no JAX computation yet)
+
+if _wanted_devices(sys.argv[1:]) > 1:  # must precede the first JAX computation
+    metarl.use_host_devices(_wanted_devices(sys.argv[1:]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-import metarl  # noqa: E402
 from metarl.algos.rl2 import RL2, RL2Config  # noqa: E402
 
 #: The PyTorch re-implementation's training throughput at this size (steps/s), and the bar.
@@ -279,7 +280,7 @@ Calibration (before / after the timed updates; the issue's machine in brackets):
 | GFLOP/s in learning (estimate) | {result['learning_gflop_per_s']:.1f} |
 | compile (s) | {compile_s:.1f} |
 
-Regenerate: `{'METARL_HOST_DEVICES=' + str(s['devices']) + ' ' if s['devices'] > 1 else ''}python -m benchmarks.rl2_speed --updates {args.updates}{' --steps-per-update ' + str(args.steps_per_update) if args.steps_per_update != 240_000 else ''} --minibatch-trials {s['minibatch_trials']}{' --devices ' + str(s['devices']) if s['devices'] > 1 else ''}{' --tag ' + args.tag if args.tag else ''}`.
+Regenerate: `python -m benchmarks.rl2_speed --updates {args.updates}{' --steps-per-update ' + str(args.steps_per_update) if args.steps_per_update != 240_000 else ''} --minibatch-trials {s['minibatch_trials']}{' --devices ' + str(s['devices']) if s['devices'] > 1 else ''}{' --tag ' + args.tag if args.tag else ''}`.
 
 Where the time goes (jax.profiler trace of one 60-trial PPO minibatch step, see the commit log):
 before the fused GRU layer about half of it was memory-bound work on [T, N, B, 3H] = 37 MB arrays

@@ -1,30 +1,12 @@
 """metarl: meta-reinforcement learning in JAX.
 
-Environment variable `METARL_HOST_DEVICES=N` (read here, before JAX starts its CPU backend): split
-the CPU into N JAX devices (XLA's `--xla_force_host_platform_device_count=N`), so that an algorithm
-configured with `devices=N` (e.g. `RL2Config(devices=2)`, `metarl train rl2 ... --devices 2`) runs
-data-parallel over N cores. It only takes effect if JAX's backend has not started yet in this
-process, i.e. set it in the shell (or in `os.environ` before the first JAX computation).
+`import metarl` is light: the task families (`metarl.make`, `Trial`, `TimeStep`) load on first use,
+so `metarl.use_host_devices(n)` can still split the CPU into n JAX devices for data-parallel
+configs (see `metarl.devices`). The one thing this import does to the process is a workaround in
+XLA_FLAGS (below), which must precede JAX's backend.
 """
 
 import os as _os
-
-
-def _host_devices_flag() -> None:
-    """Add `--xla_force_host_platform_device_count` to XLA_FLAGS from METARL_HOST_DEVICES."""
-    value = _os.environ.get("METARL_HOST_DEVICES", "").strip()
-    if not value:
-        return
-    from metarl.errors import ConfigError
-
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"METARL_HOST_DEVICES must be a positive integer, got {value!r}")
-    flags = _os.environ.get("XLA_FLAGS", "")
-    if "--xla_force_host_platform_device_count" not in flags:  # an explicit XLA flag wins
-        _os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={int(value)}".strip()
-
-
-_host_devices_flag()
 
 
 def _xla_cpu_scheduler_flag() -> None:
@@ -39,8 +21,24 @@ def _xla_cpu_scheduler_flag() -> None:
 
 _xla_cpu_scheduler_flag()
 
-from metarl.envs import Trial, TimeStep, make  # noqa: E402  (after XLA_FLAGS is final)
+from metarl.devices import use_host_devices  # noqa: E402  (after XLA_FLAGS is final)
 from metarl.errors import CheckpointError, ConfigError, MetarlError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["CheckpointError", "ConfigError", "MetarlError", "TimeStep", "Trial", "make", "__version__"]
+__all__ = ["CheckpointError", "ConfigError", "MetarlError", "TimeStep", "Trial", "make", "use_host_devices", "__version__"]
+
+_LAZY = {"make": "metarl.envs", "Trial": "metarl.envs", "TimeStep": "metarl.envs"}
+
+
+def __getattr__(name):
+    """`metarl.make`, `metarl.Trial`, `metarl.TimeStep` and the subpackages, imported on first use
+    (importing the families imports gymnax, which starts JAX's backend)."""
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in ("algos", "baselines", "envs", "eval", "agents", "nets", "ops", "run", "cli", "rollout"):
+        return importlib.import_module(f"metarl.{name}")
+    raise AttributeError(f"module 'metarl' has no attribute {name!r}")

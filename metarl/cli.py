@@ -32,7 +32,7 @@ import textwrap
 from typing import Annotated, Any, Callable, Sequence
 
 from metarl.errors import ConfigError, MetarlError
-from metarl.run.settings import NamesFlag as _NAMES
+from metarl.flags import NamesFlag as _NAMES
 
 __all__ = ["COMMANDS", "Command", "command", "parse", "take_names", "main"]
 
@@ -475,7 +475,9 @@ def eval_command(args: list[str]) -> int:
 # metarl, metarl --help
 def _top_help() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = [f"usage: {PROG} COMMAND [options]   ({PROG} COMMAND --help for each command's options)", "", OVERVIEW, "", "commands:"]
+    lines = [f"usage: {PROG} [--host-devices N] COMMAND [options]   ({PROG} COMMAND --help for each command's options)", "", OVERVIEW, "",
+             "--host-devices N: split the CPU into N JAX devices (before JAX starts), for data-parallel configs", "such as "
+             "`metarl --host-devices 2 train rl2 bandit ... --devices 2`.", "", "commands:"]
     lines += [f"  {c.name:<{width}}  {c.summary}" for c in COMMANDS.values()]
     lines += ["", "examples:"] + [f"  {c.example}" for c in COMMANDS.values()]
     return "\n".join(lines)
@@ -499,12 +501,32 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def _global_options(args: list[str]) -> list[str]:
+    """Apply the options that come before COMMAND and must act before JAX starts (`--host-devices
+    N`: split the CPU into N JAX devices, for data-parallel configs such as rl2's --devices N);
+    returns the rest."""
+    from metarl.devices import use_host_devices
+
+    while args and (args[0] == "--host-devices" or args[0].startswith("--host-devices=")):
+        value = args[0].split("=", 1)[1] if "=" in args[0] else (args[1] if len(args) > 1 else "")
+        args = args[1:] if "=" in args[0] else args[2:]
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"--host-devices must be a positive integer, got {value!r}")
+        use_host_devices(int(value))
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on `argv` (default: `sys.argv[1:]`, with JAX's persistent compilation
     cache on); returns the exit code."""
     if argv is None:
         enable_compilation_cache()
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _global_options(args)
+    except MetarlError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return error.exit_code
     if _wants_help(args):
         print(_top_help())
         return 0

@@ -203,3 +203,12 @@ def test_first_explore_schedule_spans_the_runs_steps(capsys, tmp_path):
     assert cli.main(common + ["--steps", "80", "--resume"]) == 0
     config = json.load(open(tmp_path / "auto" / "config.json"))
     assert config["algorithm"]["config"]["total_updates"] == 3 and config["total_steps"] == 80
+
+
+def test_host_devices_is_a_global_option_checked_before_jax_starts(capsys):
+    code, _, err = run(capsys, "--host-devices", "0", "list")
+    assert code == 2 and err.strip() == "metarl: error: --host-devices must be a positive integer, got '0'"
+    code, out, _ = run(capsys, "--host-devices=1", "list")  # one device: what this process already has
+    assert code == 0 and "task families" in out
+    code, out, _ = run(capsys, "--help")
+    assert "--host-devices N" in out

@@ -136,13 +136,14 @@ def test_data_parallel_config_errors():
         make("rl2", BANDIT2, 10, trials_per_update=10, minibatches=2, devices=2)
     if len(jax.devices()) < 2:  # the usual test process: one CPU device
         algo = make("rl2", BANDIT2, 10, trials_per_update=8, minibatches=2, devices=2)
-        with pytest.raises(ConfigError, match="METARL_HOST_DEVICES=2"):
+        with pytest.raises(ConfigError, match=r"metarl.use_host_devices\(2\)"):
             algo.update(algo.init(jax.random.key(0)))
 
 
 _DATA_PARALLEL_CHECK = """
-import jax, numpy as np
 import metarl
+metarl.use_host_devices(2)  # before the first JAX computation
+import jax, numpy as np
 from metarl.algos import make
 assert len(jax.devices()) == 2, jax.devices()
 small = dict(hidden=8, trials_per_update=8, minibatches=2, epochs=2, lr=3e-3, normalize_advantages=True)
@@ -155,13 +156,13 @@ print("ok")
 
 
 def test_data_parallel_matches_one_device():
-    """devices=2 (two host CPU devices, METARL_HOST_DEVICES=2: needs its own process) computes the
+    """devices=2 (two host CPU devices, metarl.use_host_devices(2): needs its own process) computes the
     same update (rollout, standardised advantages, gradients, metrics) as one device."""
     import os
     import subprocess
     import sys
 
-    env = dict(os.environ, METARL_HOST_DEVICES="2", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run([sys.executable, "-c", _DATA_PARALLEL_CHECK], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -12,9 +12,9 @@ jittable, vmappable (over seeds) function.
 
 Data parallelism (speed only, opt-in): `devices=N` splits every rollout and every PPO minibatch's
 trials over N JAX devices (`shard_map`; gradients and statistics averaged with `pmean`), the same
-computation as one device up to the order of floating-point sums. On a CPU, make N host devices by
-setting `METARL_HOST_DEVICES=N` before starting Python (see `metarl/__init__.py`), e.g.
-`METARL_HOST_DEVICES=2 metarl train rl2 bandit ... --devices 2`.
+computation as one device up to the order of floating-point sums. On a CPU, make N host devices
+with `metarl.use_host_devices(N)` before the first JAX computation (see `metarl.devices`), e.g.
+`metarl --host-devices 2 train rl2 bandit ... --devices 2`.
 
 Defaults reproduce the PyTorch re-implementation's run (docs: rl2_tables.md): GRU 256 with
 LayerNorm, separate policy and value networks, clip 0.1, entropy 0.01, gamma 0.99, GAE lambda 0.3,
@@ -278,8 +278,8 @@ class RL2(InContextAlgorithm):
         if len(devices) < wanted:
             raise ConfigError(
                 f"rl2: devices={wanted} but JAX has {len(devices)} {devices[0].platform} device(s); on a CPU "
-                f"set METARL_HOST_DEVICES={wanted} in the environment before starting Python (or XLA_FLAGS="
-                f"--xla_force_host_platform_device_count={wanted} before JAX starts), or use devices=1"
+                f"call metarl.use_host_devices({wanted}) before the first JAX computation (on the command line: "
+                f"metarl --host-devices {wanted} train ...), or use devices=1"
             )
         return jax.make_mesh((wanted,), (BATCH_AXIS,), axis_types=(AxisType.Auto,), devices=devices[:wanted])
 

@@ -14,29 +14,11 @@ import jax.numpy as jnp
 import tyro
 
 from metarl.errors import check, check_float, check_int
+from metarl.flags import NamesFlag
 
 #: fold_in constant separating training keys from evaluation keys (PRNGKey(eval_seed) itself)
 TRAIN_STREAM = 0x7472_6E  # "trn"
 
-
-
-def names_list(text: str) -> tuple[str, ...] | None:
-    """'a,b' -> ('a', 'b'); 'none' -> () (no names); 'all' -> None (every one that applies)."""
-    if text.strip().lower() == "all":
-        return None
-    if text.strip().lower() == "none":
-        return ()
-    return tuple(n.strip() for n in text.split(",") if n.strip())
-
-
-#: a comma-separated list of names on the command line (`--eval-baselines random,ucb1`)
-NamesFlag = tyro.constructors.PrimitiveConstructorSpec(
-    nargs=1,
-    metavar="A,B,...",
-    instance_from_str=lambda args: names_list(args[0]),
-    is_instance=lambda value: value is None or isinstance(value, tuple),
-    str_from_instance=lambda value: ["all" if value is None else (",".join(value) or "none")],
-)
 
 
 def flag_name(cls: type, field: str) -> str:
