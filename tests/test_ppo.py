@@ -17,7 +17,7 @@ CARTPOLE = metarl.make("gymnax", env_id="CartPole-v1")
 
 
 def test_init_vmapped_over_three_seeds_completes():
-    # XLA CPU's concurrency-optimised scheduler deadlocked this (metarl turns it off at import)
+    # with XLA CPU's default scheduler this hung while the initializers called the batched QR kernel (nets/init.py)
     state = jax.jit(jax.vmap(algos.make("ppo", CARTPOLE).init))(init_keys(0, 3))
     assert state.timestep.obs.shape == (3, 4, 4) and state.pool.length.shape == (3, 4, 16)
 

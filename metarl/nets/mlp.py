@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from metarl.nets.init import orthogonal
+
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
 
 
@@ -25,12 +27,12 @@ class MLPActorCritic(nn.Module):
         x = obs.astype(jnp.float32)
         h = x
         for i, width in enumerate(self.hidden):
-            h = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)), name=f"policy_{i}")(h))
-        out = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01), name="policy_head")(h)
+            h = act(nn.Dense(width, kernel_init=orthogonal(np.sqrt(2)), name=f"policy_{i}")(h))
+        out = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), name="policy_head")(h)
         v = x
         for i, width in enumerate(self.hidden):
-            v = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)), name=f"value_{i}")(v))
-        value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="value_head")(v)[..., 0]
+            v = act(nn.Dense(width, kernel_init=orthogonal(np.sqrt(2)), name=f"value_{i}")(v))
+        value = nn.Dense(1, kernel_init=orthogonal(1.0), name="value_head")(v)[..., 0]
         if not self.discrete:
             self.param("log_std", nn.initializers.zeros, (self.action_dim,))
         return out, value

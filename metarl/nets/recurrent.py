@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from metarl.envs.trial import TimeStep
+from metarl.nets.init import orthogonal
 
 _LN_EPS = 1e-5
 
@@ -58,7 +59,7 @@ class _GatedCore(nn.Module):
     def _projection_params(self, features: int):
         N, H, G = self.num_cores, self.hidden, self.gates
         w_x = self.param("w_x", _stacked(nn.initializers.lecun_normal(), N), (N, features, G * H))
-        w_h = self.param("w_h", _stacked(nn.initializers.orthogonal(), N), (N, H, G * H))
+        w_h = self.param("w_h", _stacked(orthogonal(), N), (N, H, G * H))
         if self.layer_norm:
             norm = {
                 "x_scale": self.param("x_scale", nn.initializers.ones, (N, 1, G, H)),
@@ -409,8 +410,8 @@ class RL2ActorCritic(nn.Module):
         core_cls = {"gru": GRUCore, "lstm": LSTMCore}[self.core]
         core = core_cls(hidden=self.hidden, num_cores=self.num_cores, layer_norm=self.layer_norm, name="core")
         carry, h = core(carry, x, timesteps.first)  # h: [T, N, B, H]
-        logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01), name="policy_head")(h[:, 0])
-        values = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="value_head")(h[:, -1])[..., 0]
+        logits = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01), name="policy_head")(h[:, 0])
+        values = nn.Dense(1, kernel_init=orthogonal(1.0), name="value_head")(h[:, -1])[..., 0]
         return carry, logits, values
 
 
