@@ -28,6 +28,7 @@ from metarl.run import train
 #: name -> (gymnax env id, preset, env steps per seed, target, RL Zoo's reported return)
 SETTINGS = {
     "cartpole": ("CartPole-v1", "reference", 512_000, 475.0, "500 (CleanRL, PureJaxRL)"),
+    "cartpole-zoo": ("CartPole-v1", "cartpole", 204_800, 475.0, "500 (RL Zoo)"),
     "pendulum": ("Pendulum-v1", "pendulum", 409_600, -250.0, "about -170 (RL Zoo, with gSDE)"),
 }
 

@@ -85,6 +85,10 @@ class PPOConfig:
 
 PRESETS: dict[str, PPOConfig] = {
     "reference": PPOConfig(),
+    # RL Zoo's tuned CartPole-v1 PPO (8 envs x 32 steps, 20 epochs of the whole 256-step batch,
+    # gamma 0.98, GAE lambda 0.8, lr 1e-3 decayed linearly, no entropy bonus), without its clip-range
+    # decay: every one of 8 seeds at 500 after 204,800 steps where "reference" left 2 of 8 near 300.
+    "cartpole": PPOConfig(num_envs=8, num_steps=32, epochs=20, minibatches=1, lr=1e-3, gamma=0.98, gae_lambda=0.8, ent_coef=0.0),
     # RL Zoo's tuned Pendulum-v1 PPO (4 envs x 1024 steps, 10 epochs of 64-sample minibatches,
     # gamma 0.9, lr 1e-3, no entropy bonus), without its gSDE exploration.
     "pendulum": PPOConfig(num_envs=4, num_steps=1024, epochs=10, minibatches=64, lr=1e-3, gamma=0.9, ent_coef=0.0, clip_eps=0.2),
@@ -150,7 +154,7 @@ class PPO(Algorithm):
     @classmethod
     def default_preset(cls, env, episodes=None):
         if env.discrete:
-            return "reference", "discrete actions: CleanRL's CartPole-v1 settings (486.9 in 512k steps)"
+            return "cartpole", "discrete actions: RL Zoo's tuned CartPole-v1 settings (500 on every seed in 204,800 steps)"
         return "pendulum", "continuous actions: RL Zoo's Pendulum-v1 settings (-185.3 in 409,600 steps)"
 
     @property
