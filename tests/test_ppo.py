@@ -19,7 +19,7 @@ CARTPOLE = metarl.make("gymnax", env_id="CartPole-v1")
 def test_init_vmapped_over_three_seeds_completes():
     # with XLA CPU's default scheduler this hung while the initializers called the batched QR kernel (nets/init.py)
     state = jax.jit(jax.vmap(algos.make("ppo", CARTPOLE).init))(init_keys(0, 3))
-    assert state.timestep.obs.shape == (3, 4, 4) and state.pool.length.shape == (3, 4, 16)
+    assert state.streams.timestep.obs.shape == (3, 4, 4) and state.streams.pool.length.shape == (3, 4, 16)
 
 
 def test_learns_cartpole_far_above_random():
@@ -42,7 +42,7 @@ def test_gaussian_policy_on_pendulum_keeps_actions_in_the_box():
     assert int(bad[0]) == -1 and all(np.isfinite(np.asarray(v)).all() for v in sums.values())
     agent = algo.agent(greedy=False)
     seed = jax.tree.map(lambda x: x[0], state)
-    ts = jax.tree.map(lambda x: x[0], seed.timestep)
+    ts = jax.tree.map(lambda x: x[0], seed.streams.timestep)
     actions = jax.vmap(lambda k: agent.act(seed.params, (), ts, k)[0])(jax.random.split(jax.random.PRNGKey(0), 500))
     assert actions.shape == (500, 1) and float(actions.min()) >= -2.0 and float(actions.max()) <= 2.0
     assert float(actions.min()) == -2.0 and float(actions.max()) == 2.0  # std e^1 x max torque: clipped at both ends

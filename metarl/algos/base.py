@@ -222,6 +222,27 @@ class InContextAlgorithm(Algorithm):
         return evaluate(self.agent(), self.agent_params(train_state), self.env, tasks, self.episodes, key, batch_size)
 
 
+@dataclasses.dataclass(frozen=True)
+class PerContextAlgorithm(Algorithm):
+    """An algorithm whose product is a policy for each context (PPO, DQN): it trains on streams of
+    one-episode trials (`algos.streams`), and its evaluation hook scores its agent on held-out
+    contexts. It writes `agent(episodes, **options)`."""
+
+    init_keys: ClassVar[int] = 2  #: network parameters; the streams' first episodes
+
+    def agent(self, episodes: int = 1, **options: Any) -> Agent:
+        raise NotImplementedError
+
+    def evaluate(self, train_state: Any, key: jax.Array, tasks: Any = 100, episodes: int = 1, **agent_options: Any):
+        """Per-context returns: the agent on `episodes` episodes of each task in `tasks` (a batch of
+        tasks, or a number sampled with `fold_in(key, 1)`) -> numpy [tasks, episodes]."""
+        from metarl.eval.evaluate import evaluate
+
+        if isinstance(tasks, int):
+            tasks = self.env.sample_tasks(jax.random.fold_in(key, 1), tasks)
+        return evaluate(self.agent(episodes, **agent_options), train_state.params, self.env, tasks, episodes, key)
+
+
 _ALGOS: dict[str, type[Algorithm]] = {}
 
 

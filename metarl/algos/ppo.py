@@ -25,7 +25,7 @@ tasks)` -> [tasks, episodes] returns of the greedy (mean) policy.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -34,15 +34,15 @@ import optax
 from flax import struct
 
 from metarl.agents import Agent
-from metarl.algos.base import Algorithm, TrainState, adamw, check_ppo_settings, register, sample_or_greedy
-from metarl.envs.trial import TimeStep, Trial, TrialState
+from metarl.algos import streams as streams_lib
+from metarl.algos.base import PerContextAlgorithm, TrainState, adamw, check_ppo_settings, register, sample_or_greedy
+from metarl.algos.streams import Streams
+from metarl.envs.trial import Trial
 from metarl.errors import check, check_float, check_int
 from metarl.nets.mlp import ACTIVATIONS, MLPActorCritic, log_std
 from metarl.ops.gae import generalized_advantage_estimation
 from metarl.ops.ppo import clipped_value_loss, ppo_clipped_policy_loss
-from metarl.rollout import rollout
 
-POOL = 16  #: tasks per stream in each update's pool (a stream starting more episodes reuses them in turn)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,11 +99,7 @@ PRESETS: dict[str, PPOConfig] = {
 class PPOTrainState(TrainState):
     """The common fields and the environment streams, carried from update to update."""
 
-    timestep: TimeStep = None  #: what each stream shows now [num_envs, ...]
-    trial_state: TrialState = None  #: each stream's trial (one episode per task)
-    pool: Any = None  #: the tasks the streams run on [num_envs, POOL, ...] (episode k of a stream: task k % POOL)
-    episode_return: jax.Array = None  #: [num_envs] the running return of each stream's episode
-    last_return: jax.Array = None  #: [num_envs] the return of each stream's last finished episode
+    streams: Streams = None  #: the environment streams (`algos.streams`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,14 +135,13 @@ def gaussian_log_prob(x, mean, log_std_):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class PPO(Algorithm):
+class PPO(PerContextAlgorithm):
     """PPO. `PPO(env, PPOConfig(...))` or `make("ppo", env, ...)`."""
 
     name = "ppo"
     Config = PPOConfig
     presets: ClassVar[dict[str, PPOConfig]] = PRESETS
     State = PPOTrainState
-    init_keys = 2  #: network parameters; the streams' first episodes
     update_keys = 3  #: the pool; the rollout; the epochs' permutations
 
     config: PPOConfig = PPOConfig()
@@ -159,7 +154,7 @@ class PPO(Algorithm):
 
     @property
     def trial(self) -> Trial:
-        return Trial(self.env, 1, resample=True)
+        return streams_lib.trial(self.env)
 
     @property
     def steps_per_update(self) -> int:
@@ -180,10 +175,6 @@ class PPO(Algorithm):
             lr = optax.linear_schedule(c.lr, 0.0, c.lr_decay_updates * c.epochs * c.minibatches)
         return adamw(lr, eps=c.adam_eps, clip_norm=c.max_grad_norm)
 
-    def _pool(self, key):
-        flat = self.env.sample_tasks(key, self.config.num_envs * POOL)
-        return jax.tree.map(lambda x: x.reshape((self.config.num_envs, POOL) + x.shape[1:]), flat)
-
     def init_params(self, key_params, key_env):
         params = self.network.init(key_params, jnp.zeros(self.env.obs_shape, jnp.float32))
         if not self.env.discrete:
@@ -193,13 +184,7 @@ class PPO(Algorithm):
         return params
 
     def init_extra(self, params, key_params, key_env):
-        key_pool, key_reset = jax.random.split(key_env)
-        pool = self._pool(key_pool)
-        keys = jax.random.split(key_reset, self.config.num_envs)
-        timestep, trial_state = jax.vmap(lambda k, p: self.trial.reset(k, pool=p))(keys, pool)
-        n = self.config.num_envs
-        return {"timestep": timestep, "trial_state": trial_state, "pool": pool,
-                "episode_return": jnp.zeros((n,), jnp.float32), "last_return": jnp.zeros((n,), jnp.float32)}
+        return {"streams": streams_lib.init_streams(self.trial, self.config.num_envs, key_env)}
 
     def _policy(self, params, obs):
         out, value = self.network.apply(params, obs)
@@ -228,10 +213,7 @@ class PPO(Algorithm):
         c = self.config
         N, T, M = c.num_envs, c.num_steps, c.minibatches
         params = ts.params
-        # A fresh pool each update; the slot of each stream's episode in progress keeps its task.
-        slot = ts.trial_state.trial_index % POOL
-        current = jax.tree.map(lambda x: jax.vmap(lambda row, i: row[i])(x, slot), ts.pool)
-        pool = jax.tree.map(lambda new, cur: jax.vmap(lambda row, i, c: row.at[i].set(c))(new, slot, cur), self._pool(key_pool), current)
+        streams = streams_lib.refresh_pool(ts.streams, self.env, key_pool)
 
         def policy(carry, timestep, key, t):
             out, value = self._policy(params, timestep.obs)
@@ -250,9 +232,7 @@ class PPO(Algorithm):
                 "next_obs": s.next_timestep.outcome_obs,  # the true next state (before auto-reset)
             }
 
-        (timestep, trial_state, _, _), batch = rollout(
-            self.trial, policy, (), ts.timestep, ts.trial_state, jax.random.split(key_rollout, T), batch=True, record=record, pool=pool
-        )
+        streams, batch, _, episodes_ended = streams_lib.collect(self.trial, streams, policy, record, jax.random.split(key_rollout, T))
         _, v_next = self._policy(params, batch["next_obs"])  # [T, N]
         done = batch["terminated"] | batch["truncated"]
         discount = c.gamma * (1.0 - batch["terminated"].astype(jnp.float32))
@@ -289,24 +269,5 @@ class PPO(Algorithm):
             return jax.lax.scan(minibatch, carry, mbs)
 
         (params, opt_state), stats = jax.lax.scan(epoch, (params, ts.opt_state), jax.random.split(key_epochs, c.epochs))
-        def track(carry, xs):  # each stream's running episode return and its last finished one
-            running, last = carry
-            reward, ended = xs
-            running = running + reward
-            return (jnp.where(ended, 0.0, running), jnp.where(ended, running, last)), None
-
-        (running, last), _ = jax.lax.scan(track, (ts.episode_return, ts.last_return), (batch["reward"], done))
-        metrics = {**stats, "episode_return": last, "episodes_ended": jnp.sum(done).astype(jnp.float32)}
-        new = ts.replace(params=params, opt_state=opt_state, timestep=timestep, trial_state=trial_state, pool=pool,
-                         episode_return=running, last_return=last)
-        return new, metrics
-
-    def evaluate(self, train_state: Any, key: jax.Array, tasks: Any = 100, episodes: int = 1, greedy: bool = True):
-        """Per-context returns: the policy (greedy by default) on `episodes` episodes of each task
-        in `tasks` (a batch of tasks, or a number sampled with `fold_in(key, 1)`) -> numpy
-        [tasks, episodes]."""
-        from metarl.eval.evaluate import evaluate
-
-        if isinstance(tasks, int):
-            tasks = self.env.sample_tasks(jax.random.fold_in(key, 1), tasks)
-        return evaluate(self.agent(episodes, greedy), train_state.params, self.env, tasks, episodes, key)
+        metrics = {**stats, "episode_return": streams.last_return, "episodes_ended": episodes_ended}
+        return ts.replace(params=params, opt_state=opt_state, streams=streams), metrics

@@ -1,0 +1,411 @@
+"""DQN and Double DQN (Mnih et al. 2015; van Hasselt et al. 2016) with contexts: a per-context
+policy for contextual RL (`metarl.envs.contextual`).
+
+One `update` = `train_every` environment steps of each of `num_envs` streams under an epsilon-greedy
+policy (epsilon decays linearly from `eps_start` to `eps_end` over `exploration_fraction` of the run),
+the transitions written into a replay buffer that lives in the train state (a ring of `buffer_size`
+slots, inside the jitted update), then, once `learning_starts` steps are done, one gradient step on
+`batch_size` transitions drawn uniformly from the filled slots, and the target network moved
+towards the online one (`tau`; 1: copied) whenever the step count passes a multiple of
+`target_every`. Targets: r + gamma (1 - terminated) max_a Q_target(s', a) (DQN), or Q_target(s',
+argmax_a Q(s', a)) (`double=True`); a time-limit truncation bootstraps from the state the episode
+was cut in. Defaults: CleanRL's DQN on CartPole-v1 (MLP 120-84, Adam lr 2.5e-4, buffer 10,000,
+batch 128, target copied every 500 steps, eps 1 -> 0.05 over half of training, learning from step
+10,000, a gradient step every 10 steps).
+
+Context modes (`context_mode`), what the Q-network reads besides the observation:
+
+- `hidden`: nothing (the context must be acted on blind);
+- `explicit`: the task's context vector (each factor's multiplier of its default), in training and
+  at test (the agent `reads_context`, and is not privileged otherwise);
+- `learned` (JRPL): an encoder MLP (`encoder_hidden`, [16, 16]) -> `encoder_dim` (2) of each of the
+  last `history` (20) transitions (s, a, s') seen in the current context (the current trial:
+  training streams run one episode per context, evaluation may run several), mean-pooled (or mean
+  and std, `pooling="mean_std"`) over the transitions seen so far, trained jointly with the
+  Q-network through the Q loss only. Each replay slot keeps the window the agent acted with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from metarl.agents import Agent
+from metarl.algos import streams as streams_lib
+from metarl.algos.base import PerContextAlgorithm, TrainState, adamw, register
+from metarl.algos.streams import Streams
+from metarl.envs.trial import TimeStep, Trial
+from metarl.errors import ConfigError, check, check_float, check_int
+
+MODES = ("hidden", "explicit", "learned")
+POOLINGS = ("mean", "mean_std")
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig:
+    """DQN settings. Defaults: CleanRL's DQN on CartPole-v1 (the contextual-RL reference's)."""
+
+    hidden: tuple[int, ...] = (120, 84)  #: widths of the Q-network's hidden layers (ReLU)
+    lr: float = 2.5e-4  #: Adam learning rate
+    adam_eps: float = 1e-8  #: Adam epsilon
+    max_grad_norm: float = 0.0  #: clip gradients to this global norm (0: no clipping)
+    buffer_size: int = 10_000  #: replay buffer slots
+    batch_size: int = 128  #: transitions per gradient step
+    gamma: float = 0.99  #: discount
+    tau: float = 1.0  #: target update rate (1: copy)
+    target_every: int = 500  #: env steps (all streams) between target updates
+    learning_starts: int = 10_000  #: env steps (all streams) before the first gradient step
+    train_every: int = 10  #: env steps of each stream per update (one gradient step each)
+    num_envs: int = 1  #: parallel environment streams
+    eps_start: float = 1.0  #: epsilon at the start
+    eps_end: float = 0.05  #: epsilon after the decay
+    exploration_fraction: float = 0.5  #: fraction of the run over which epsilon decays
+    double: bool = False  #: Double DQN's target (the online network picks the action)
+    context_mode: str = "hidden"  #: "hidden", "explicit" or "learned" (JRPL)
+    encoder_hidden: tuple[int, ...] = (16, 16)  #: the learned context encoder's hidden widths
+    encoder_dim: int = 2  #: the learned context's size per transition
+    history: int = 20  #: transitions the learned context is pooled over
+    pooling: str = "mean"  #: "mean" or "mean_std" pooling of the encoded transitions
+    total_steps: int | None = None  #: env steps of the exploration schedule (None: the run's own, set by the host loop)
+
+    def __post_init__(self):
+        o = "dqn"
+        for name in ("buffer_size", "batch_size", "target_every", "train_every", "num_envs", "encoder_dim", "history"):
+            check_int(o, name, getattr(self, name), low=1)
+        check_int(o, "learning_starts", self.learning_starts, low=0)
+        check_float(o, "lr", self.lr, low=0.0, low_open=True)
+        check_float(o, "adam_eps", self.adam_eps, low=0.0, low_open=True)
+        check_float(o, "max_grad_norm", self.max_grad_norm, low=0.0)
+        check_float(o, "gamma", self.gamma, low=0.0, high=1.0)
+        check_float(o, "tau", self.tau, low=0.0, high=1.0, low_open=True)
+        for name in ("eps_start", "eps_end"):
+            check_float(o, name, getattr(self, name), low=0.0, high=1.0)
+        check_float(o, "exploration_fraction", self.exploration_fraction, low=0.0, high=1.0, low_open=True)
+        check(isinstance(self.double, bool), f"{o}: double must be true or false, got {self.double!r}", "double")
+        check(self.context_mode in MODES, f"{o}: context_mode must be one of {', '.join(MODES)}, got {self.context_mode!r}", "context_mode")
+        check(self.pooling in POOLINGS, f"{o}: pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}", "pooling")
+        for name in ("hidden", "encoder_hidden"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+            for width in getattr(self, name):
+                check_int(o, name, width, low=1, high=65536)
+        if self.total_steps is not None:
+            check_int(o, "total_steps", self.total_steps, low=1)
+
+
+PRESETS: dict[str, DQNConfig] = {"reference": DQNConfig(), "ddqn": DQNConfig(double=True)}
+
+
+class QNetwork(nn.Module):
+    """[observation, context features] -> Q-values [A]; with `encoder` set, a JRPL encoder of the
+    transition window [..., H, F] (mask [..., H]) gives the context features."""
+
+    num_actions: int
+    hidden: tuple[int, ...]
+    encoder: tuple[int, ...] = ()
+    encoder_dim: int = 0
+    pooling: str = "mean"
+
+    @nn.compact
+    def __call__(self, obs, context, window=None, mask=None):
+        parts = [obs.astype(jnp.float32), context.astype(jnp.float32)]
+        if self.encoder_dim:
+            h = window
+            for i, width in enumerate(self.encoder):
+                h = nn.relu(nn.Dense(width, name=f"encoder_{i}")(h))
+            z = nn.Dense(self.encoder_dim, name="encoder_out")(h)  # [..., H, D]
+            m = mask.astype(jnp.float32)[..., None]
+            count = jnp.maximum(m.sum(-2), 1.0)
+            mean = (z * m).sum(-2) / count
+            parts.append(mean)
+            if self.pooling == "mean_std":
+                var = (jnp.square(z - mean[..., None, :]) * m).sum(-2) / count
+                parts.append(jnp.sqrt(var + 1e-6))
+        x = jnp.concatenate(parts, axis=-1)
+        for i, width in enumerate(self.hidden):
+            x = nn.relu(nn.Dense(width, name=f"hidden_{i}")(x))
+        return nn.Dense(self.num_actions, name="q")(x)
+
+
+# --- the learned context's window of transitions -------------------------------------------------
+
+
+def transition_features(obs, action, next_obs, num_actions):
+    """(s, one-hot a, s') of one transition: [2 F + A]."""
+    return jnp.concatenate([obs, jax.nn.one_hot(action, num_actions, dtype=jnp.float32), next_obs], axis=-1)
+
+
+def push(window, count, features):
+    """The window [H, W] with `features` [W] as its newest row (the oldest dropped), and the number
+    of valid rows (at most H). Rows are oldest first; the valid ones are the last `count`."""
+    return jnp.concatenate([window[1:], features[None]], axis=0), jnp.minimum(count + 1, window.shape[0])
+
+
+def window_mask(count, history):
+    return jnp.arange(history) >= history - count
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNAgent(Agent):
+    """The greedy Q-policy as an agent. carry: for the learned context, (window [H, W], valid rows,
+    the previous observation); else nothing."""
+
+    name = "dqn"
+
+    hidden: tuple[int, ...] = (120, 84)
+    context_mode: str = "hidden"
+    encoder_hidden: tuple[int, ...] = (16, 16)
+    encoder_dim: int = 2
+    history: int = 20
+    pooling: str = "mean"
+
+    @property
+    def reads_context(self) -> bool:  # an explicit-context agent sees TimeStep.context
+        return self.context_mode == "explicit"
+
+    @property
+    def network(self) -> QNetwork:
+        learned = self.context_mode == "learned"
+        return QNetwork(self.env.num_actions, tuple(self.hidden), tuple(self.encoder_hidden) if learned else (),
+                        self.encoder_dim if learned else 0, self.pooling)
+
+    @property
+    def window_width(self) -> int:
+        return 2 * int(self.env.obs_shape[0]) + self.env.num_actions
+
+    def init(self, key):
+        if self.context_mode != "learned":
+            return ()
+        return (jnp.zeros((self.history, self.window_width), jnp.float32), jnp.int32(0), jnp.zeros(self.env.obs_shape, jnp.float32))
+
+    def observe(self, carry, timestep: TimeStep):
+        """The carry updated with the transition that led to `timestep`: (the previous observation,
+        the previous action, the observation it led to, `outcome_obs`, which differs from `obs`
+        after an episode's end). A new trial (a new task, i.e. a new context) empties the window;
+        the episodes of one trial share their context, and so the window."""
+        if self.context_mode != "learned":
+            return carry
+        window, count, last_obs = carry
+        features = transition_features(last_obs, timestep.prev_action, timestep.outcome_obs, self.env.num_actions)
+        pushed, pushed_count = push(window, count, features)
+        window = jnp.where(timestep.first, jnp.zeros_like(window), pushed)
+        count = jnp.where(timestep.first, 0, pushed_count)
+        return window, count, timestep.obs
+
+    def inputs(self, carry, timestep: TimeStep):
+        """The network's inputs at `timestep` (after `observe`): obs, context, window, mask."""
+        context = timestep.context if self.context_mode == "explicit" else jnp.zeros((0,), jnp.float32)
+        if self.context_mode != "learned":
+            return timestep.obs, context, None, None
+        window, count, _ = carry
+        return timestep.obs, context, window, window_mask(count, self.history)
+
+    def q_values(self, params, carry, timestep):
+        obs, context, window, mask = self.inputs(carry, timestep)
+        return self.network.apply(params, obs, context, window, mask)
+
+    def act(self, params, carry, timestep, key):
+        carry = self.observe(carry, timestep)
+        return jnp.argmax(self.q_values(params, carry, timestep)).astype(jnp.int32), carry
+
+
+@struct.dataclass
+class DQNTrainState(TrainState):
+    """The common fields, the target network, the replay buffer and the streams."""
+
+    target_params: Any = None  #: the target network's parameters
+    buffer: Any = None  #: {field: [buffer_size, ...]} transitions
+    buffer_pos: jax.Array = None  #: int32, the next slot written
+    buffer_size: jax.Array = None  #: int32, slots filled
+    streams: Streams = None  #: the environment streams (`algos.streams`)
+    agent_carry: Any = None  #: each stream's agent carry (the learned context's window)
+
+
+def replay_add(buffer, pos, size, transitions):
+    """Write `transitions` {field: [n, ...]} at slots pos, pos+1, ... (mod capacity)."""
+    capacity = jax.tree.leaves(buffer)[0].shape[0]
+    n = jax.tree.leaves(transitions)[0].shape[0]
+    idx = (pos + jnp.arange(n)) % capacity
+    buffer = jax.tree.map(lambda b, t: b.at[idx].set(t.astype(b.dtype)), buffer, transitions)
+    return buffer, (pos + n) % capacity, jnp.minimum(size + n, capacity)
+
+
+def replay_sample(buffer, size, key, batch_size):
+    """`batch_size` transitions drawn uniformly from the `size` filled slots."""
+    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(size, 1))
+    return jax.tree.map(lambda b: b[idx], buffer)
+
+
+def td_targets(reward, terminated, gamma, q_next_target, q_next_online=None):
+    """DQN's r + gamma (1 - terminated) max_a Q_target(s', a), or Double DQN's with the action
+    picked by the online network (`q_next_online` given). [B], [B], [B, A] -> [B]."""
+    if q_next_online is None:
+        best = jnp.max(q_next_target, axis=-1)
+    else:
+        best = jnp.take_along_axis(q_next_target, jnp.argmax(q_next_online, axis=-1)[:, None], axis=-1)[:, 0]
+    return reward + gamma * (1.0 - terminated.astype(jnp.float32)) * best
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class DQN(PerContextAlgorithm):
+    """DQN / Double DQN. `DQN(env, DQNConfig(...))` or `make("dqn", env, ...)`."""
+
+    name = "dqn"
+    Config = DQNConfig
+    presets: ClassVar[dict[str, DQNConfig]] = PRESETS
+    State = DQNTrainState
+    update_keys = 4  #: the pool; the rollout; the replay sample; (spare)
+
+    config: DQNConfig = DQNConfig()
+
+    @classmethod
+    def default_preset(cls, env, episodes=None):
+        return "reference", "CleanRL's DQN settings (the contextual-RL reference's)"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.env.discrete:
+            raise ConfigError(f"dqn: needs discrete actions; {self.env.name} has Box actions (give it action_bins, e.g. pendulum --action-bins 5)")
+
+    def for_run(self, total_updates, saved_config=None):
+        if self.config.total_steps is not None:
+            return self
+        saved = (saved_config or {}).get("total_steps")
+        steps = saved if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 1 else total_updates * self.steps_per_update
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, total_steps=steps))
+
+    # --- sizes and parts ------------------------------------------------------------------------
+    @property
+    def steps_per_update(self) -> int:
+        return self.config.num_envs * self.config.train_every
+
+    @property
+    def trial(self) -> Trial:
+        return streams_lib.trial(self.env, expose_context=self.config.context_mode == "explicit")
+
+    def agent(self, episodes: int = 1) -> DQNAgent:
+        c = self.config
+        return DQNAgent(self.env, episodes, hidden=c.hidden, context_mode=c.context_mode, encoder_hidden=c.encoder_hidden,
+                        encoder_dim=c.encoder_dim, history=c.history, pooling=c.pooling)
+
+    def optimizer(self) -> optax.GradientTransformation:
+        return adamw(self.config.lr, eps=self.config.adam_eps, weight_decay=0.0, clip_norm=self.config.max_grad_norm)
+
+    def epsilon(self, steps: jax.Array) -> jax.Array:
+        c = self.config
+        if c.total_steps is None:
+            raise ConfigError("dqn: total_steps=None means the run's own length, which metarl.run.train sets; "
+                              "give a number of steps to use the algorithm outside it", "total_steps")
+        span = max(c.exploration_fraction * c.total_steps, 1.0)
+        return jnp.maximum(c.eps_start + (c.eps_end - c.eps_start) * steps / span, c.eps_end) if c.eps_end <= c.eps_start else jnp.float32(c.eps_end)
+
+    # --- init -------------------------------------------------------------------------------------
+    def _example(self):
+        trial = self.trial
+        timestep, _ = trial.reset(jax.random.PRNGKey(0), self.env.sample_task(jax.random.PRNGKey(0)))
+        return timestep
+
+    def init_params(self, key_params, key_env):
+        agent = self.agent()
+        timestep = self._example()
+        return agent.network.init(key_params, *agent.inputs(agent.init(key_params), timestep))
+
+    def init_extra(self, params, key_params, key_env):
+        c = self.config
+        agent = self.agent()
+        timestep = self._example()
+        obs, context, window, mask = agent.inputs(agent.init(key_params), timestep)
+        slot = {"obs": obs, "context": context, "action": jnp.int32(0), "reward": jnp.float32(0), "next_obs": obs,
+                "terminated": jnp.bool_(False)}
+        if c.context_mode == "learned":
+            slot.update(window=window, count=jnp.int32(0))
+        buffer = jax.tree.map(lambda x: jnp.zeros((c.buffer_size,) + jnp.shape(x), jnp.asarray(x).dtype), slot)
+        carry = jax.vmap(agent.init)(jax.random.split(key_params, c.num_envs))
+        return {"target_params": params, "buffer": buffer, "buffer_pos": jnp.int32(0), "buffer_size": jnp.int32(0),
+                "streams": streams_lib.init_streams(self.trial, c.num_envs, key_env), "agent_carry": carry}
+
+    # --- the update ---------------------------------------------------------------------------
+    def _update(self, ts: DQNTrainState, key_pool, key_rollout, key_sample, _spare):
+        c = self.config
+        agent = self.agent()
+        N, T = c.num_envs, c.train_every
+        steps_before = ts.update_step.astype(jnp.float32) * self.steps_per_update
+        eps = self.epsilon(steps_before)
+        params = ts.params
+        streams = streams_lib.refresh_pool(ts.streams, self.env, key_pool)
+
+        def policy(carry, timestep, key, t):
+            def one(carry, timestep, key):
+                carry = agent.observe(carry, timestep)
+                inputs = agent.inputs(carry, timestep)
+                greedy = jnp.argmax(agent.network.apply(params, *inputs)).astype(jnp.int32)
+                k_explore, k_action = jax.random.split(key)
+                random = jax.random.randint(k_action, (), 0, self.env.num_actions, jnp.int32)
+                action = jnp.where(jax.random.uniform(k_explore) < eps, random, greedy)
+                out = {"context": inputs[1]}
+                if c.context_mode == "learned":
+                    out.update(window=carry[0], count=carry[1])
+                return action, carry, out
+
+            return jax.vmap(one)(carry, timestep, jax.random.split(key, N))
+
+        def record(s):
+            rec = {"obs": s.timestep.obs, "context": s.out["context"], "action": s.action, "reward": s.reward,
+                   "next_obs": s.next_timestep.outcome_obs, "terminated": s.info["terminated"]}
+            if c.context_mode == "learned":
+                rec.update(window=s.out["window"], count=s.out["count"])
+            return rec
+
+        streams, batch, agent_carry, episodes_ended = streams_lib.collect(
+            self.trial, streams, policy, record, jax.random.split(key_rollout, T), carry=ts.agent_carry
+        )
+        flat = jax.tree.map(lambda x: x.reshape((N * T,) + x.shape[2:]), batch)
+        buffer, pos, size = replay_add(ts.buffer, ts.buffer_pos, ts.buffer_size, flat)
+        steps_after = (ts.update_step + 1) * self.steps_per_update
+
+        def q_inputs(mb, next_state: bool):
+            obs = mb["next_obs"] if next_state else mb["obs"]
+            if c.context_mode != "learned":
+                return obs, mb["context"], None, None
+            window, count = mb["window"], mb["count"]
+            if next_state:  # the window at s' also holds the transition (s, a, s')
+                features = transition_features(mb["obs"], mb["action"], mb["next_obs"], self.env.num_actions)
+                window, count = jax.vmap(push)(window, count, features)
+            return obs, mb["context"], window, jax.vmap(window_mask, in_axes=(0, None))(count, c.history)
+
+        def loss_fn(p, mb, target_params):
+            net = agent.network
+            q = jnp.take_along_axis(net.apply(p, *q_inputs(mb, False)), mb["action"][:, None], axis=-1)[:, 0]
+            next_inputs = q_inputs(mb, True)
+            q_next_target = net.apply(target_params, *next_inputs)
+            q_next_online = net.apply(p, *next_inputs) if c.double else None
+            target = jax.lax.stop_gradient(td_targets(mb["reward"], mb["terminated"], c.gamma, q_next_target, q_next_online))
+            return jnp.mean(jnp.square(q - target)), jnp.mean(q)
+
+        def learn(operand):
+            p, opt_state, target_params = operand
+            mb = replay_sample(buffer, size, key_sample, c.batch_size)
+            (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, mb, target_params)
+            updates, opt_state = self.optimizer().update(grads, opt_state, p)
+            p = optax.apply_updates(p, updates)
+            crossed = (steps_after // c.target_every) > ((steps_after - self.steps_per_update) // c.target_every)
+            moved = jax.tree.map(lambda t, o: c.tau * o + (1.0 - c.tau) * t, target_params, p)
+            target_params = jax.tree.map(lambda m, t: jnp.where(crossed, m, t), moved, target_params)
+            return (p, opt_state, target_params), {"loss": loss, "q_mean": q_mean, "learning": jnp.float32(1.0)}
+
+        def wait(operand):
+            return operand, {"loss": jnp.float32(0.0), "q_mean": jnp.float32(0.0), "learning": jnp.float32(0.0)}
+
+        (params, opt_state, target_params), stats = jax.lax.cond(
+            steps_after > c.learning_starts, learn, wait, (params, ts.opt_state, ts.target_params)
+        )
+        metrics = {**stats, "epsilon": eps, "episode_return": streams.last_return, "episodes_ended": episodes_ended}
+        new = ts.replace(params=params, opt_state=opt_state, target_params=target_params, buffer=buffer, buffer_pos=pos,
+                         buffer_size=size, streams=streams, agent_carry=agent_carry)
+        return new, metrics
