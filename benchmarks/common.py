@@ -57,6 +57,14 @@ def write_results(name: str, data: dict[str, Any], markdown: str, directory: str
     return json_path, md_path
 
 
+def read_json(path: str) -> Any:
+    """The JSON in `path`, or None where there is no file (results accumulate across runs)."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

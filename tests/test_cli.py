@@ -76,7 +76,7 @@ def test_baselines_table_and_json(capsys, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["baselines", "nope"], "unknown task family 'nope'; valid names: bandit"),
+        (["baselines", "nope"], "unknown task family 'nope'; valid names: acrobot, bandit"),
         (["baselines", "bandit", "--arms", "0"], "bandit: --arms must be >= 1, got 0"),
         (["baselines", "bandit", "--agents", "nope"], "unknown baseline 'nope'"),
         (["baselines", "bandit", "--tasks", "0"], "tasks must be >= 1"),

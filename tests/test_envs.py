@@ -26,10 +26,13 @@ def test_every_family_resets_and_steps_under_jit_and_vmap(name):
     keys = jax.random.split(KEY, 3)
     obs, state = jax.jit(jax.vmap(env.reset))(keys, tasks)
     assert obs.shape == (3, *env.obs_shape)
-    actions = jnp.arange(3) % env.num_actions
+    if env.discrete:
+        actions = jnp.arange(3) % env.num_actions
+        assert env.action_space().n == env.num_actions
+    else:
+        actions = jnp.zeros((3, *env.action_shape), jnp.float32)
     obs2, state2, reward, terminated, truncated, _ = jax.jit(jax.vmap(env.step))(keys, state, actions, tasks)
     assert obs2.shape == obs.shape and reward.shape == (3,) and terminated.shape == truncated.shape == (3,)
-    assert env.action_space().n == env.num_actions
     assert env.observation_space().shape == env.obs_shape
 
 

@@ -1,0 +1,226 @@
+"""DQN on contextual classic control: zero-shot generalisation over physical contexts, per context
+mode, beside the contextual-RL reference study's setting (../shared/reference/contextual_rl.md).
+
+Rows (each trains `--seeds` DQN seeds at once, vmapped, with CleanRL's settings for `--steps` env
+steps per seed, then scores every seed's greedy policy):
+
+    default                 CartPole-v1's default context alone (the learning target: >= 475)
+    FAMILY-FACTOR-MODE      e.g. cartpole-length-explicit: trained on 100 contexts of FACTOR x
+                            U(LOW, HIGH) of its default, with context mode hidden, explicit or
+                            learned (JRPL); scored on 40 contexts linspace(LOW / 2, HIGH x 2)
+                            (interpolation inside [LOW, HIGH], extrapolation outside)
+
+    python -m benchmarks.contextual_dqn default cartpole-length-hidden cartpole-length-explicit [--seeds 5]
+    python -m benchmarks.contextual_dqn --list
+
+Per evaluation context: the mean over seeds of each seed's mean greedy return over `--episodes`
+episodes (the reference used 50), with a 95% t-interval over seeds. Aggregates (rliable, the
+`bench` extra): the interquartile mean and the optimality gap of normalised scores (return / the
+family's best return) over seeds x contexts, separately for interpolation and extrapolation
+contexts, with 95% stratified-bootstrap intervals. One PNG per family and factor: return against
+the context's multiplier for every mode run, the training range shaded. Results accumulate in
+benchmarks/results/contextual.json (one entry per row) and contextual.md is regenerated from all.
+Run folders: runs/contextual/ROW (rerunning resumes).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+from benchmarks import common
+from benchmarks.common import RESULTS
+
+import metarl
+from metarl import algos
+from metarl.eval import stats
+from metarl.run.evaluation import seed_slice
+
+#: family -> (factors run, the best return of an episode, for normalised scores)
+FAMILIES = {"cartpole": (("length", "tau", "gravity"), 500.0)}
+MODES = ("hidden", "explicit", "learned")
+
+
+def row_names() -> list[str]:
+    return ["default"] + [f"{fam}-{factor}-{mode}" for fam, (factors, _) in FAMILIES.items() for factor in factors for mode in MODES]
+
+
+def parse_row(name: str):
+    if name == "default":
+        return "gymnax", {"env_id": "CartPole-v1"}, "hidden", None
+    family, factor, mode = name.rsplit("-", 2)
+    return family, {"factors": factor}, mode, factor
+
+
+def per_seed_returns(algo, state, seeds, tasks, episodes, key):
+    """[seeds, tasks] each seed's mean greedy return per task."""
+    out = []
+    for i in range(seeds):
+        returns = algo.evaluate(seed_slice(state, i), key, tasks=tasks, episodes=episodes)
+        out.append(np.asarray(returns, np.float64).mean(axis=-1))
+    return np.stack(out)
+
+
+def run_row(name, seeds, steps, episodes):
+    family, options, mode, factor = parse_row(name)
+    env = metarl.make(family, **options)
+    algo = algos.make("dqn", env, preset="reference", context_mode=mode)
+    out = os.path.join("runs", "contextual", name)
+    run = common.train_or_resume(algo, out, steps, seeds, command=["python", "-m", "benchmarks.contextual_dqn", name])
+    algo = algo.for_run(run.result.updates)
+    key = jax.random.PRNGKey(0)
+    start = time.perf_counter()
+    if factor is None:
+        tasks = jax.tree.map(lambda x: x[None], env.sample_task(key))
+        per_seed = per_seed_returns(algo, run.result.state, seeds, tasks, episodes, key)  # [seeds, 1]
+        multipliers, inside = np.ones(1), np.ones(1, bool)
+    else:
+        multipliers, tasks, inside = env.evaluation_tasks(factor, 40)
+        per_seed = per_seed_returns(algo, run.result.state, seeds, tasks, episodes, key)  # [seeds, 40]
+    eval_seconds = time.perf_counter() - start
+    cells = [stats.t_interval(per_seed[:, j]) for j in range(per_seed.shape[1])]
+    steps_per_second = run.result.updates * algo.steps_per_update * seeds / max(run.train_seconds, 1e-9)
+    return {
+        "row": name, "family": family, "options": options, "mode": mode, "factor": factor, "seeds": seeds,
+        "steps_per_seed": run.result.env_steps, "episodes": episodes, "train_seconds": run.train_seconds,
+        "compile_seconds": run.result.compile_seconds, "wall_seconds": run.wall_seconds, "eval_seconds": eval_seconds,
+        "resumed": run.resumed, "steps_per_second_all_seeds": steps_per_second,
+        "multipliers": multipliers.tolist(), "inside": inside.tolist(), "per_seed": per_seed.tolist(),
+        "mean": [c.mean for c in cells], "ci95": [[c.low, c.high] for c in cells],
+        "training_range": None if factor is None else list(env.FACTORS[factor][1]),
+    }
+
+
+def aggregates(entry, best):
+    """rliable's IQM and optimality gap of return / best, over seeds x contexts, for interpolation
+    and extrapolation contexts separately, with 95% stratified-bootstrap intervals."""
+    try:
+        from rliable import library as rly
+        from rliable import metrics
+    except ImportError:
+        return None
+    scores = np.asarray(entry["per_seed"]) / best
+    inside = np.asarray(entry["inside"], bool)
+    out = {}
+    for part, columns in (("interpolation", inside), ("extrapolation", ~inside)):
+        if not columns.any():
+            continue
+        fn = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_optimality_gap(x, 1.0)])  # noqa: E731
+        point, interval = rly.get_interval_estimates({"m": scores[:, columns]}, fn, reps=2000)
+        out[part] = {"iqm": float(point["m"][0]), "iqm_ci95": [float(interval["m"][0, 0]), float(interval["m"][1, 0])],
+                     "optimality_gap": float(point["m"][1]), "optimality_gap_ci95": [float(interval["m"][0, 1]), float(interval["m"][1, 1])]}
+    return out
+
+
+def plot(entries, family, factor, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for e in entries:
+        m, mean, ci = np.asarray(e["multipliers"]), np.asarray(e["mean"]), np.asarray(e["ci95"])
+        ax.plot(m, mean, marker=".", label=e["mode"])
+        ax.fill_between(m, ci[:, 0], ci[:, 1], alpha=0.15)
+    low, high = entries[0]["training_range"]
+    ax.axvspan(low, high, color="grey", alpha=0.12, label="training range")
+    ax.set_xlabel(f"{factor} (multiple of the default)")
+    ax.set_ylabel("greedy return")
+    ax.set_title(f"DQN on {family}, {factor} contexts")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(data):
+    entries = data["entries"]
+    lines = [
+        "# DQN on contextual classic control",
+        "",
+        f"Produced by `python -m benchmarks.contextual_dqn ROW ...` (the command of each row is in contextual.json) on "
+        f"{data['meta']['machine']}, JAX {data['meta']['jax']}. DQN with CleanRL's settings (MLP 120-84, Adam 2.5e-4, buffer "
+        "10,000, batch 128, target copied every 500 steps, epsilon 1 -> 0.05 over half the run, learning from step 10,000, "
+        "a gradient step every 10 steps), seeds trained at once (vmapped); greedy evaluation. Training time: the summed "
+        "training chunks of all seeds together (compile and evaluation excluded).",
+        "",
+    ]
+    default = entries.get("default")
+    if default:
+        mean, ci = default["mean"][0], default["ci95"][0]
+        lines += ["## CartPole-v1, default context (target: mean greedy return >= 475; CleanRL's DQN about 490)", "",
+                  common.markdown_table(
+                      ["steps per seed", "seeds", "mean greedy return", "per seed", "target", "training time", "env steps/s (all seeds)"],
+                      [[f"{default['steps_per_seed']:,}", default["seeds"], f"**{mean:.1f}** [{ci[0]:.1f}, {ci[1]:.1f}]",
+                        ", ".join(f"{x[0]:.0f}" for x in default["per_seed"]), "met" if mean >= 475 else "not met",
+                        f"{default['train_seconds']:.0f} s (+{default['compile_seconds']:.0f} s compile)",
+                        f"{default['steps_per_second_all_seeds']:,.0f}"]]), ""]
+    for family, (factors, best) in FAMILIES.items():
+        for factor in factors:
+            rows = [entries[f"{family}-{factor}-{m}"] for m in MODES if f"{family}-{factor}-{m}" in entries]
+            if not rows:
+                continue
+            low, high = rows[0]["training_range"]
+            lines += [f"## {family}, {factor} (training x U({low}, {high}) of the default, 100 contexts; 40 evaluation contexts "
+                      f"over [{low / 2:g}, {high * 2:g}], {rows[0]['episodes']} episodes each)", ""]
+            table = []
+            for e in rows:
+                agg = e.get("aggregates") or {}
+                cell = lambda part: (f"{agg[part]['iqm']:.2f} [{agg[part]['iqm_ci95'][0]:.2f}, {agg[part]['iqm_ci95'][1]:.2f}]"  # noqa: E731
+                                     if part in agg else "n/a")
+                gap = lambda part: f"{agg[part]['optimality_gap']:.2f}" if part in agg else "n/a"  # noqa: E731
+                inside = np.asarray(e["inside"], bool)
+                mean = np.asarray(e["mean"])
+                table.append([e["mode"], e["seeds"], f"{e['steps_per_seed']:,}", f"{mean[inside].mean():.1f}", f"{mean[~inside].mean():.1f}",
+                              cell("interpolation"), cell("extrapolation"), gap("interpolation"), gap("extrapolation"),
+                              f"{e['train_seconds']:.0f} s"])
+            lines += [common.markdown_table(["mode", "seeds", "steps per seed", "mean return, inside", "mean return, outside",
+                                             "IQM inside (score = return / 500)", "IQM outside", "opt. gap inside", "opt. gap outside",
+                                             "training time"], table), "",
+                      f"![return per context](contextual_{family}_{factor}.png)", ""]
+            per = ["| multiplier | " + " | ".join(e["mode"] for e in rows) + " |", "|---|" + "---|" * len(rows)]
+            for j, m in enumerate(rows[0]["multipliers"]):
+                per.append(f"| {m:.3f}{'' if rows[0]['inside'][j] else ' (out)'} | "
+                           + " | ".join(f"{e['mean'][j]:.0f} [{e['ci95'][j][0]:.0f}, {e['ci95'][j][1]:.0f}]" for e in rows) + " |")
+            lines += ["<details><summary>per context (mean [95% CI] over seeds)</summary>", "", *per, "", "</details>", ""]
+    missing = [r for r in row_names() if r not in entries]
+    lines += [f"Not run yet: {', '.join(missing)}." if missing else "", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = common.parser(__doc__, "rows", seeds=5)
+    parser.add_argument("--steps", type=int, default=500_000, help="env steps per seed")
+    parser.add_argument("--episodes", type=int, default=10, help="greedy episodes per evaluation context")
+    args = parser.parse_args(argv)
+    if args.list or not args.rows:
+        print("\n".join(row_names()))
+        return
+    unknown = [r for r in args.rows if r not in row_names()]
+    if unknown:
+        parser.error(f"unknown row(s) {unknown}; see --list")
+    path = os.path.join(RESULTS, "contextual.json")
+    for name in args.rows:
+        entry = run_row(name, args.seeds, args.steps, args.episodes)
+        entry["command"] = "python -m benchmarks.contextual_dqn " + name + f" --seeds {args.seeds} --steps {args.steps} --episodes {args.episodes}"
+        if entry["factor"] is not None:
+            entry["aggregates"] = aggregates(entry, FAMILIES[entry["family"]][1])
+        print(f"{name}: mean {np.mean(entry['mean']):.1f}, training {entry['train_seconds']:.0f} s", flush=True)
+        data = common.read_json(path) or {"entries": {}}
+        data["meta"] = common.machine()
+        data["entries"][name] = entry
+        for family, (factors, _) in FAMILIES.items():
+            for factor in factors:
+                rows = [data["entries"][f"{family}-{factor}-{m}"] for m in MODES if f"{family}-{factor}-{m}" in data["entries"]]
+                if rows:
+                    plot(rows, family, factor, os.path.join(RESULTS, f"contextual_{family}_{factor}.png"))
+        common.write_results("contextual", data, markdown(data))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
