@@ -212,3 +212,12 @@ def test_host_devices_is_a_global_option_checked_before_jax_starts(capsys):
     assert code == 0 and "task families" in out
     code, out, _ = run(capsys, "--help")
     assert "--host-devices N" in out
+
+
+@pytest.mark.parametrize("algo", algos.names())
+def test_every_algorithm_and_family_has_a_parser_without_clashing_flags(capsys, algo):
+    # a field of the same name in the family, the algorithm's config and TrainSettings would make
+    # one flag ambiguous: building the parser (here, through --help) checks every pair
+    for family in envs.names():
+        code, out, _ = run(capsys, "train", algo, family, "--help")
+        assert code == 0 and "--steps N" in out, (algo, family)

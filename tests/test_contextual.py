@@ -51,7 +51,7 @@ def test_carl_compatibility_leaves_derived_physics_at_their_defaults():
 @pytest.mark.parametrize(
     "family, options, message",
     [
-        ("cartpole", {"factors": "pole"}, "unknown factor 'pole'; its factors: tau, length, gravity"),
+        ("cartpole", {"factors": "pole"}, "unknown factor 'pole' in factors; valid factors: tau, length, gravity"),
         ("cartpole", {"factors": "length=2:1"}, "needs 0 < LOW <= HIGH, got 2.0:1.0"),
         ("cartpole", {"factors": "length=-1:1"}, "needs 0 < LOW <= HIGH"),
         ("cartpole", {"factors": "length,length"}, "appears twice"),

@@ -67,7 +67,7 @@ def test_explicit_agent_reads_its_tasks_context_and_others_do_not():
     env = metarl.make("cartpole", factors="length")
     assert DQNAgent(env, 1, context_mode="explicit").reads_context
     assert not DQNAgent(env, 1, context_mode="hidden").reads_context and not DQNAgent(env, 1, context_mode="learned").reads_context
-    algo = algos.make("dqn", env, context_mode="explicit", total_steps=100)
+    algo = algos.make("dqn", env, context_mode="explicit", schedule_steps=100)
     assert algo.trial.expose_context
     state = algo.init(jax.random.PRNGKey(0))
     assert state.buffer["context"].shape == (10_000, 1)
@@ -78,7 +78,7 @@ def test_bad_dqn_settings_are_clear_errors():
         algos.make("dqn", metarl.make("cartpole"), context_mode="magic")
     with pytest.raises(ConfigError, match="needs discrete actions.*action_bins"):
         algos.make("dqn", metarl.make("pendulum"))
-    with pytest.raises(ConfigError, match="total_steps=None"):
+    with pytest.raises(ConfigError, match="schedule_steps=None"):
         algos.make("dqn", metarl.make("cartpole")).epsilon(jnp.float32(0))
 
 

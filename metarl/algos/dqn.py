@@ -72,7 +72,7 @@ class DQNConfig:
     encoder_dim: int = 2  #: the learned context's size per transition
     history: int = 20  #: transitions the learned context is pooled over
     pooling: str = "mean"  #: "mean" or "mean_std" pooling of the encoded transitions
-    total_steps: int | None = None  #: env steps of the exploration schedule (None: the run's own, set by the host loop)
+    schedule_steps: int | None = None  #: env steps of the exploration schedule (None: the run's own, set by the host loop)
 
     def __post_init__(self):
         o = "dqn"
@@ -94,8 +94,8 @@ class DQNConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
             for width in getattr(self, name):
                 check_int(o, name, width, low=1, high=65536)
-        if self.total_steps is not None:
-            check_int(o, "total_steps", self.total_steps, low=1)
+        if self.schedule_steps is not None:
+            check_int(o, "schedule_steps", self.schedule_steps, low=1)
 
 
 PRESETS: dict[str, DQNConfig] = {"reference": DQNConfig(), "ddqn": DQNConfig(double=True)}
@@ -274,11 +274,11 @@ class DQN(PerContextAlgorithm):
             raise ConfigError(f"dqn: needs discrete actions; {self.env.name} has Box actions (give it action_bins, e.g. pendulum --action-bins 5)")
 
     def for_run(self, total_updates, saved_config=None):
-        if self.config.total_steps is not None:
+        if self.config.schedule_steps is not None:
             return self
-        saved = (saved_config or {}).get("total_steps")
+        saved = (saved_config or {}).get("schedule_steps")
         steps = saved if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 1 else total_updates * self.steps_per_update
-        return dataclasses.replace(self, config=dataclasses.replace(self.config, total_steps=steps))
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, schedule_steps=steps))
 
     # --- sizes and parts ------------------------------------------------------------------------
     @property
@@ -299,10 +299,10 @@ class DQN(PerContextAlgorithm):
 
     def epsilon(self, steps: jax.Array) -> jax.Array:
         c = self.config
-        if c.total_steps is None:
-            raise ConfigError("dqn: total_steps=None means the run's own length, which metarl.run.train sets; "
-                              "give a number of steps to use the algorithm outside it", "total_steps")
-        span = max(c.exploration_fraction * c.total_steps, 1.0)
+        if c.schedule_steps is None:
+            raise ConfigError("dqn: schedule_steps=None means the run's own length, which metarl.run.train sets; "
+                              "give a number of steps to use the algorithm outside it", "schedule_steps")
+        span = max(c.exploration_fraction * c.schedule_steps, 1.0)
         return jnp.maximum(c.eps_start + (c.eps_end - c.eps_start) * steps / span, c.eps_end) if c.eps_end <= c.eps_start else jnp.float32(c.eps_end)
 
     # --- init -------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ class ContextualFamily(GymnaxFamily):
             name, _, bounds = part.partition("=")
             name = name.strip()
             if name not in self.FACTORS:
-                raise ConfigError(f"{self.name}: unknown factor {name!r}; its factors: {', '.join(self.FACTORS)}", "factors")
+                raise ConfigError(f"{self.name}: unknown factor {name!r} in factors; valid factors: {', '.join(self.FACTORS)}", "factors")
             param, (low, high) = self.FACTORS[name]
             if bounds:
                 try:
