@@ -90,65 +90,60 @@ def _contexts(env):
     return [_task(train, i) for i in range(3)] + [_task(evals, 0), _task(evals, 39)]
 
 
-def test_mountaincar_equals_gymnasium():
+def _matches_gymnasium(name, factors, gym_id, set_ref, draw, to_state, steps, rtol, atol):
+    """One step at a time from shared random states at every context of `_contexts`: obs (to
+    rtol/atol: float32 against Gymnasium's float64), reward and termination equal Gymnasium's.
+    set_ref(ref, task) sets Gymnasium's physics; draw(rng) -> (state vector, action);
+    to_state(gymnax state, float32 state vector) -> the gymnax state."""
     gymnasium = pytest.importorskip("gymnasium")
-    env = metarl.make("mountaincar", factors="gravity,force")
-    ref = gymnasium.make("MountainCar-v0").unwrapped
+    env = metarl.make(name, factors=factors)
+    ref = gymnasium.make(gym_id).unwrapped
     step = jax.jit(env.step)
     rng = np.random.default_rng(0)
     for task in _contexts(env):
-        ref.gravity, ref.force = float(task.gravity), float(task.force)
+        set_ref(ref, task)
         _, state = env.reset(KEY, task)
-        for _ in range(20):
-            x = rng.uniform([-1.2, -0.07], [0.6, 0.07]).astype(np.float32)
-            action = int(rng.integers(3))
-            ref.state = x.astype(np.float64)
+        for _ in range(steps):
+            x, action = draw(rng)
+            ref.state = np.array(x, np.float64)
             ref_obs, ref_reward, ref_terminated, _, _ = ref.step(action)
-            obs, _, reward, terminated, _, _ = step(KEY, state.replace(position=x[0], velocity=x[1], time=0), action, task)
-            np.testing.assert_allclose(obs, ref_obs, rtol=1e-5, atol=1e-6)
-            assert float(reward) == ref_reward and bool(terminated) == bool(ref_terminated)
+            obs, _, reward, terminated, _, _ = step(KEY, to_state(state, np.asarray(x, np.float32)), action, task)
+            np.testing.assert_allclose(obs, ref_obs, rtol=rtol, atol=atol)
+            np.testing.assert_allclose(float(reward), ref_reward, rtol=1e-5, atol=1e-5)
+            assert bool(terminated) == bool(ref_terminated)
+
+
+def test_mountaincar_equals_gymnasium():
+    def set_ref(ref, task):
+        ref.gravity, ref.force = float(task.gravity), float(task.force)
+
+    _matches_gymnasium(
+        "mountaincar", "gravity,force", "MountainCar-v0", set_ref,
+        lambda rng: (rng.uniform([-1.2, -0.07], [0.6, 0.07]), int(rng.integers(3))),
+        lambda state, x: state.replace(position=x[0], velocity=x[1], time=0), 20, 1e-5, 1e-6,
+    )
 
 
 def test_pendulum_equals_gymnasium():
-    gymnasium = pytest.importorskip("gymnasium")
-    env = metarl.make("pendulum", factors="length,gravity,mass")
-    ref = gymnasium.make("Pendulum-v1").unwrapped
-    step = jax.jit(env.step)
-    rng = np.random.default_rng(1)
-    for task in _contexts(env):
+    def set_ref(ref, task):
         ref.l, ref.g, ref.m = float(task.l), float(task.g), float(task.m)
-        _, state = env.reset(KEY, task)
-        for _ in range(20):
-            th, thdot = rng.uniform(-np.pi, np.pi), rng.uniform(-8, 8)
-            u = rng.uniform(-2, 2, size=(1,)).astype(np.float32)
-            ref.state = np.array([th, thdot])
-            ref_obs, ref_reward, _, _, _ = ref.step(u)
-            obs, _, reward, terminated, _, _ = step(KEY, state.replace(theta=np.float32(th), theta_dot=np.float32(thdot), time=0), u, task)
-            # float32 against float64: the angular speed is clipped at 8, obs are cos, sin and speed
-            np.testing.assert_allclose(obs, ref_obs, rtol=1e-5, atol=2e-5)
-            np.testing.assert_allclose(float(reward), ref_reward, rtol=1e-5, atol=1e-5)
-            assert not bool(terminated)
+
+    # the angular speed is clipped at 8; obs are cos, sin and speed
+    _matches_gymnasium(
+        "pendulum", "length,gravity,mass", "Pendulum-v1", set_ref,
+        lambda rng: (rng.uniform([-np.pi, -8], [np.pi, 8]), rng.uniform(-2, 2, size=(1,)).astype(np.float32)),
+        lambda state, x: state.replace(theta=x[0], theta_dot=x[1], time=0), 20, 1e-5, 2e-5,
+    )
 
 
 def test_acrobot_equals_gymnasium():
-    gymnasium = pytest.importorskip("gymnasium")
-    env = metarl.make("acrobot", factors="link_length_1,link_mass_2")
-    ref = gymnasium.make("Acrobot-v1").unwrapped
-    step = jax.jit(env.step)
-    rng = np.random.default_rng(2)
-    for task in _contexts(env):
+    def set_ref(ref, task):
         ref.LINK_LENGTH_1, ref.LINK_MASS_2 = float(task.link_length_1), float(task.link_mass_2)
         ref.LINK_COM_POS_1 = 0.5 * ref.LINK_LENGTH_1  # the derived centre of mass, as update_derived does
-        _, state = env.reset(KEY, task)
-        for _ in range(10):
-            s = rng.uniform([-np.pi, -np.pi, -4, -9], [np.pi, np.pi, 4, 9])
-            action = int(rng.integers(3))
-            ref.state = s.copy()
-            ref_obs, ref_reward, ref_terminated, _, _ = ref.step(action)
-            x = s.astype(np.float32)
-            obs, _, reward, terminated, _, _ = step(
-                KEY, state.replace(joint_angle1=x[0], joint_angle2=x[1], velocity_1=x[2], velocity_2=x[3], time=0), action, task
-            )
-            # one RK4 step of 0.2 s in float32 against float64
-            np.testing.assert_allclose(obs, ref_obs, rtol=1e-4, atol=1e-4)
-            assert float(reward) == ref_reward and bool(terminated) == bool(ref_terminated)
+
+    # one RK4 step of 0.2 s in float32 against float64
+    _matches_gymnasium(
+        "acrobot", "link_length_1,link_mass_2", "Acrobot-v1", set_ref,
+        lambda rng: (rng.uniform([-np.pi, -np.pi, -4, -9], [np.pi, np.pi, 4, 9]), int(rng.integers(3))),
+        lambda state, x: state.replace(joint_angle1=x[0], joint_angle2=x[1], velocity_1=x[2], velocity_2=x[3], time=0), 10, 1e-4, 1e-4,
+    )
