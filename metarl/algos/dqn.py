@@ -39,7 +39,7 @@ from flax import struct
 
 from metarl.agents import Agent
 from metarl.algos import streams as streams_lib
-from metarl.algos.base import PerContextAlgorithm, TrainState, adamw, register
+from metarl.algos.base import PerContextAlgorithm, TrainState, adamw, agent_from_config, register
 from metarl.algos.streams import Streams
 from metarl.envs.trial import TimeStep, Trial
 from metarl.errors import ConfigError, check, check_float, check_int
@@ -293,11 +293,7 @@ class DQN(PerContextAlgorithm):
             raise ConfigError(f"dqn: needs discrete actions; {self.env.name} has Box actions (give it action_bins, e.g. pendulum --action-bins 5)")
 
     def for_run(self, total_updates, saved_config=None):
-        if self.config.schedule_steps is not None:
-            return self
-        saved = (saved_config or {}).get("schedule_steps")
-        steps = saved if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 1 else total_updates * self.steps_per_update
-        return dataclasses.replace(self, config=dataclasses.replace(self.config, schedule_steps=steps))
+        return self.with_run_length("schedule_steps", total_updates * self.steps_per_update, saved_config)
 
     # --- sizes and parts ------------------------------------------------------------------------
     @property
@@ -309,9 +305,7 @@ class DQN(PerContextAlgorithm):
         return streams_lib.trial(self.env, expose_context=self.config.context_mode == "explicit")
 
     def agent(self, episodes: int = 1) -> DQNAgent:
-        c = self.config
-        return DQNAgent(self.env, episodes, hidden=c.hidden, context_mode=c.context_mode, encoder_hidden=c.encoder_hidden,
-                        encoder_dim=c.encoder_dim, history=c.history, pooling=c.pooling, weight_init=c.weight_init)
+        return agent_from_config(DQNAgent, self.env, episodes, self.config)
 
     def optimizer(self) -> optax.GradientTransformation:
         return adamw(self.config.lr, eps=self.config.adam_eps, weight_decay=0.0, clip_norm=self.config.max_grad_norm)
@@ -322,7 +316,8 @@ class DQN(PerContextAlgorithm):
             raise ConfigError("dqn: schedule_steps=None means the run's own length, which metarl.run.train sets; "
                               "give a number of steps to use the algorithm outside it", "schedule_steps")
         span = max(c.exploration_fraction * c.schedule_steps, 1.0)
-        return jnp.maximum(c.eps_start + (c.eps_end - c.eps_start) * steps / span, c.eps_end) if c.eps_end <= c.eps_start else jnp.float32(c.eps_end)
+        linear = c.eps_start + (c.eps_end - c.eps_start) * steps / span  # then held at eps_end
+        return jnp.maximum(linear, c.eps_end) if c.eps_end <= c.eps_start else jnp.minimum(linear, c.eps_end)
 
     # --- init -------------------------------------------------------------------------------------
     def _example(self):

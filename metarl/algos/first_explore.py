@@ -325,11 +325,7 @@ class FirstExplore(InContextAlgorithm):
         return "fast", "multi-step episodes: the reference's treasure-room rule on the small network"
 
     def for_run(self, total_updates, saved_config=None):
-        if self.config.total_updates is not None:
-            return self
-        saved = (saved_config or {}).get("total_updates")
-        chosen = saved if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 1 else total_updates
-        return dataclasses.replace(self, config=dataclasses.replace(self.config, total_updates=chosen))
+        return self.with_run_length("total_updates", total_updates, saved_config)
 
     def __post_init__(self):
         super().__post_init__()

@@ -35,7 +35,7 @@ from flax import struct
 
 from metarl.agents import Agent
 from metarl.algos import streams as streams_lib
-from metarl.algos.base import PerContextAlgorithm, TrainState, adamw, check_ppo_settings, register, sample_or_greedy
+from metarl.algos.base import PerContextAlgorithm, TrainState, adamw, agent_from_config, check_ppo_settings, register, sample_or_greedy
 from metarl.algos.streams import Streams
 from metarl.envs.trial import Trial
 from metarl.errors import check, check_float, check_int
@@ -165,8 +165,7 @@ class PPO(PerContextAlgorithm):
         return self.agent().network
 
     def agent(self, episodes: int = 1, greedy: bool = True) -> PPOAgent:
-        c = self.config
-        return PPOAgent(self.env, episodes, hidden=c.hidden, activation=c.activation, greedy=greedy)
+        return agent_from_config(PPOAgent, self.env, episodes, self.config, greedy=greedy)
 
     def optimizer(self) -> optax.GradientTransformation:
         c = self.config
