@@ -15,8 +15,8 @@ steps per seed, then scores every seed's greedy policy):
 
 Per evaluation context: the mean over seeds of each seed's mean greedy return over `--episodes`
 episodes (the reference used 50), with a 95% t-interval over seeds. Aggregates (rliable, the
-`bench` extra): the interquartile mean and the optimality gap of normalised scores (return / the
-family's best return) over seeds x contexts, separately for interpolation and extrapolation
+`bench` extra): the interquartile mean and the optimality gap of normalised scores ((return - the
+lowest possible) / (highest possible - lowest), bounds of the family's reward) over seeds x contexts, separately for interpolation and extrapolation
 contexts, with 95% stratified-bootstrap intervals. One PNG per family and factor: return against
 the context's multiplier for every mode run, the training range shaded. Results accumulate in
 benchmarks/results/contextual.json (one entry per row) and contextual.md is regenerated from all.
@@ -40,20 +40,26 @@ from metarl import algos
 from metarl.eval import stats
 from metarl.run.evaluation import seed_slice
 
-#: family -> (factors run, the best return of an episode, for normalised scores)
-FAMILIES = {"cartpole": (("length", "tau", "gravity"), 500.0)}
+#: family -> (factors run, the family's options, (the lowest, the highest) return an episode can
+#: have: scores are (return - lowest) / (highest - lowest), bounds of the reward, not optimal returns)
+FAMILIES = {
+    "cartpole": (("length", "tau", "gravity"), {}, (0.0, 500.0)),  # +1 per step, 500 steps at most
+    "mountaincar": (("gravity",), {}, (-200.0, 0.0)),  # -1 per step, 200 steps at most
+    # -(theta^2 + 0.1 thetadot^2 + 0.001 u^2) per step, at most pi^2 + 0.1 x 8^2 + 0.001 x 2^2 = 16.27, 200 steps
+    "pendulum": (("length",), {"action_bins": 5}, (-200 * (np.pi**2 + 6.4 + 0.004), 0.0)),
+}
 MODES = ("hidden", "explicit", "learned")
 
 
 def row_names() -> list[str]:
-    return ["default", "default-ddqn"] + [f"{fam}-{factor}-{mode}" for fam, (factors, _) in FAMILIES.items() for factor in factors for mode in MODES]
+    return ["default", "default-ddqn"] + [f"{fam}-{factor}-{mode}" for fam, (factors, _, _) in FAMILIES.items() for factor in factors for mode in MODES]
 
 
 def parse_row(name: str):
     if name in ("default", "default-ddqn"):
         return "gymnax", {"env_id": "CartPole-v1"}, "hidden", None
     family, factor, mode = name.rsplit("-", 2)
-    return family, {"factors": factor}, mode, factor
+    return family, {"factors": factor, **FAMILIES[family][1]}, mode, factor
 
 
 def preset_of(name: str) -> str:
@@ -99,15 +105,16 @@ def run_row(name, seeds, steps, episodes):
     }
 
 
-def aggregates(entry, best):
-    """rliable's IQM and optimality gap of return / best, over seeds x contexts, for interpolation
+def aggregates(entry, bounds):
+    """rliable's IQM and optimality gap of the normalised return (`FAMILIES`), over seeds x contexts, for interpolation
     and extrapolation contexts separately, with 95% stratified-bootstrap intervals."""
     try:
         from rliable import library as rly
         from rliable import metrics
     except ImportError:
         return None
-    scores = np.asarray(entry["per_seed"]) / best
+    lowest, highest = bounds
+    scores = (np.asarray(entry["per_seed"]) - lowest) / (highest - lowest)
     inside = np.asarray(entry["inside"], bool)
     out = {}
     for part, columns in (("interpolation", inside), ("extrapolation", ~inside)):
@@ -165,7 +172,7 @@ def markdown(data):
         lines += ["## CartPole-v1, default context (target: mean greedy return >= 475; CleanRL's DQN about 490)", "",
                   common.markdown_table(["preset", "steps per seed", "seeds", "mean greedy return", "per seed", "target", "training time",
                                          "env steps/s (all seeds)"], rows), ""]
-    for family, (factors, best) in FAMILIES.items():
+    for family, (factors, _, (lowest, highest)) in FAMILIES.items():
         for factor in factors:
             rows = [entries[f"{family}-{factor}-{m}"] for m in MODES if f"{family}-{factor}-{m}" in entries]
             if not rows:
@@ -185,7 +192,7 @@ def markdown(data):
                               cell("interpolation"), cell("extrapolation"), gap("interpolation"), gap("extrapolation"),
                               f"{e['train_seconds']:.0f} s"])
             lines += [common.markdown_table(["mode", "seeds", "steps per seed", "mean return, inside", "mean return, outside",
-                                             "IQM inside (score = return / 500)", "IQM outside", "opt. gap inside", "opt. gap outside",
+                                             f"IQM inside (score = (return - {lowest:g}) / {highest - lowest:g})", "IQM outside", "opt. gap inside", "opt. gap outside",
                                              "training time"], table), "",
                       f"![return per context](contextual_{family}_{factor}.png)", ""]
             per = ["| multiplier | " + " | ".join(e["mode"] for e in rows) + " |", "|---|" + "---|" * len(rows)]
@@ -214,12 +221,12 @@ def main(argv=None):
         entry = run_row(name, args.seeds, args.steps, args.episodes)
         entry["command"] = "python -m benchmarks.contextual_dqn " + name + f" --seeds {args.seeds} --steps {args.steps} --episodes {args.episodes}"
         if entry["factor"] is not None:
-            entry["aggregates"] = aggregates(entry, FAMILIES[entry["family"]][1])
+            entry["aggregates"] = aggregates(entry, FAMILIES[entry["family"]][2])
         print(f"{name}: mean {np.mean(entry['mean']):.1f}, training {entry['train_seconds']:.0f} s", flush=True)
         data = common.read_json(path) or {"entries": {}}
         data["meta"] = common.machine()
         data["entries"][name] = entry
-        for family, (factors, _) in FAMILIES.items():
+        for family, (factors, _, _) in FAMILIES.items():
             for factor in factors:
                 rows = [data["entries"][f"{family}-{factor}-{m}"] for m in MODES if f"{family}-{factor}-{m}" in data["entries"]]
                 if rows:

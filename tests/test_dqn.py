@@ -9,7 +9,7 @@ import pytest
 
 import metarl
 from metarl import algos
-from metarl.algos.dqn import DQNAgent, QNetwork, push, replay_add, replay_sample, td_targets, window_mask
+from metarl.algos.dqn import DQNAgent, QNetwork, prediction_error, push, replay_add, replay_sample, td_targets, window_mask
 from metarl.errors import ConfigError
 from metarl.run.evaluation import seed_slice
 from metarl.run.loop import init_states, run_chunk
@@ -63,6 +63,49 @@ def test_learned_encoder_pools_only_valid_rows_and_gets_gradients_from_the_q_los
     assert all(float(jnp.abs(g).sum()) > 0 for name, layer in grads.items() if name.startswith("encoder") for g in jax.tree.leaves(layer))
 
 
+def test_predictor_encoder_learns_only_from_prediction_and_the_q_head_only_from_the_q_loss():
+    net = QNetwork(num_actions=2, hidden=(16,), encoder=(4,), encoder_dim=2, predictor=(4,))
+    obs, ctx = jnp.array([0.1, -0.2, 0.3]), jnp.zeros((0,))
+    window = jax.random.normal(jax.random.PRNGKey(1), (5, 8))
+    mask = jnp.array([False, True, True, True, True])
+    action = jnp.array([0.0, 1.0])
+    params = net.init(jax.random.PRNGKey(1), obs, ctx, window, mask, action)
+    np.testing.assert_allclose(net.apply(params, obs, ctx, window, mask), net.apply(params, obs, ctx, window, mask, action)[0])
+
+    def q_loss(p):
+        return jnp.square(net.apply(p, obs, ctx, window, mask)[0] - 1.0)
+
+    def p_loss(p):
+        _, predicted = net.apply(p, obs, ctx, window, mask, action)
+        return prediction_error(predicted[None], obs[None], obs[None] + 1.0)
+
+    def norms(grads, prefix):
+        return [float(jnp.abs(g).sum()) for name, layer in grads["params"].items() if name.startswith(prefix) for g in jax.tree.leaves(layer)]
+
+    q_grads, p_grads = jax.grad(q_loss)(params), jax.grad(p_loss)(params)
+    assert all(n == 0 for n in norms(q_grads, "encoder") + norms(q_grads, "predictor"))  # the Q loss reaches the Q-head alone
+    assert all(n > 0 for n in norms(q_grads, "hidden") + norms(q_grads, "q"))
+    assert all(n > 0 for n in norms(p_grads, "encoder") + norms(p_grads, "predictor"))  # the prediction loss trains the encoder
+    assert all(n == 0 for n in norms(p_grads, "hidden") + norms(p_grads, "q"))
+    # the error of predicting s' - s: predicted 0 for a change of 1 in every coordinate costs 1
+    assert float(prediction_error(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.ones((2, 3)))) == 1.0
+
+
+def test_predictor_mode_trains_its_encoder_and_predictor_in_the_update():
+    env = metarl.make("cartpole", factors="length", contexts=8)
+    algo = algos.make("dqn", env, context_mode="predictor", learning_starts=100, buffer_size=1000, batch_size=32,
+                      history=8).for_run(60)
+    state = init_states(algo, init_keys(0, 1))
+    before = jax.tree.map(np.asarray, state.params["params"])  # run_chunk donates the state
+    state, sums, bad = run_chunk(algo, state, jnp.int32(60))  # 600 steps: 50 gradient steps
+    assert int(bad[0]) == -1 and float(sums["learning"][0]) == 50
+    assert 0 < float(sums["prediction_loss"][0]) < np.inf
+    after = state.params["params"]
+    for name in ("encoder_0", "encoder_out", "predictor_0", "predictor_out", "hidden_0", "q"):
+        assert float(jnp.abs(after[name]["kernel"] - before[name]["kernel"]).max()) > 0, name
+    assert state.buffer["window"].shape == (1, 1000, 8, 2 * 4 + 2)  # each slot keeps its window
+
+
 def test_explicit_agent_reads_its_tasks_context_and_others_do_not():
     env = metarl.make("cartpole", factors="length")
     assert DQNAgent(env, 1, context_mode="explicit").reads_context
@@ -74,7 +117,7 @@ def test_explicit_agent_reads_its_tasks_context_and_others_do_not():
 
 
 def test_bad_dqn_settings_are_clear_errors():
-    with pytest.raises(ConfigError, match="context_mode must be one of hidden, explicit, learned"):
+    with pytest.raises(ConfigError, match="context_mode must be one of hidden, explicit, learned, predictor"):
         algos.make("dqn", metarl.make("cartpole"), context_mode="magic")
     with pytest.raises(ConfigError, match="needs discrete actions.*action_bins"):
         algos.make("dqn", metarl.make("pendulum"))

@@ -23,6 +23,13 @@ Context modes (`context_mode`), what the Q-network reads besides the observation
   training streams run one episode per context, evaluation may run several), mean-pooled (or mean
   and std, `pooling="mean_std"`) over the transitions seen so far, trained jointly with the
   Q-network through the Q loss only. Each replay slot keeps the window the agent acted with.
+- `predictor` (IIDA, "context is everything"; Evans et al. 2022): the same encoder and window, but
+  trained only through a next-state predictor P(s, a, z) -> s' - s (an MLP, `predictor_hidden`,
+  [16, 16]) on the replay buffer's transitions, z pooled from the window of transitions before each
+  one (never the transition predicted); the Q-network reads z with its gradient stopped. The
+  generator of the transitions is the behaviour policy (epsilon-greedy, random for the first
+  `learning_starts` steps), as in the reference's loop. The reference detaches z before its
+  predictor as well, so its encoder gets no gradient at all; here the prediction loss trains it.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ from metarl.algos.streams import Streams
 from metarl.envs.trial import TimeStep, Trial
 from metarl.errors import ConfigError, check, check_float, check_int
 
-MODES = ("hidden", "explicit", "learned")
+MODES = ("hidden", "explicit", "learned", "predictor")
+WINDOW_MODES = ("learned", "predictor")  #: the modes that encode a window of transitions
 POOLINGS = ("mean", "mean_std")
 INITS = ("torch", "lecun")
 
@@ -69,11 +77,13 @@ class DQNConfig:
     eps_end: float = 0.05  #: epsilon after the decay
     exploration_fraction: float = 0.5  #: fraction of the run over which epsilon decays
     double: bool = False  #: Double DQN's target (the online network picks the action)
-    context_mode: str = "hidden"  #: "hidden", "explicit" or "learned" (JRPL)
+    context_mode: str = "hidden"  #: "hidden", "explicit", "learned" (JRPL) or "predictor" (IIDA)
     encoder_hidden: tuple[int, ...] = (16, 16)  #: the learned context encoder's hidden widths
     encoder_dim: int = 2  #: the learned context's size per transition
     history: int = 20  #: transitions the learned context is pooled over
     pooling: str = "mean"  #: "mean" or "mean_std" pooling of the encoded transitions
+    predictor_hidden: tuple[int, ...] = (16, 16)  #: the predictor mode's next-state model's hidden widths
+    prediction_coef: float = 1.0  #: weight of the predictor mode's prediction loss beside the Q loss
     weight_init: str = "torch"  #: "torch": PyTorch nn.Linear's uniform initialisation (CleanRL's); "lecun": Flax's default
     schedule_steps: int | None = None  #: env steps of the exploration schedule (None: the run's own, set by the host loop)
 
@@ -94,7 +104,8 @@ class DQNConfig:
         check(self.context_mode in MODES, f"{o}: context_mode must be one of {', '.join(MODES)}, got {self.context_mode!r}", "context_mode")
         check(self.pooling in POOLINGS, f"{o}: pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}", "pooling")
         check(self.weight_init in INITS, f"{o}: weight_init must be one of {', '.join(INITS)}, got {self.weight_init!r}", "weight_init")
-        for name in ("hidden", "encoder_hidden"):
+        check_float(o, "prediction_coef", self.prediction_coef, low=0.0, low_open=True)
+        for name in ("hidden", "encoder_hidden", "predictor_hidden"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
             for width in getattr(self, name):
                 check_int(o, name, width, low=1, high=65536)
@@ -120,7 +131,9 @@ def dense(width: int, fan_in: int, init: str, name: str) -> nn.Dense:
 
 class QNetwork(nn.Module):
     """[observation, context features] -> Q-values [A]; with `encoder` set, a JRPL encoder of the
-    transition window [..., H, F] (mask [..., H]) gives the context features."""
+    transition window [..., H, F] (mask [..., H]) gives the context features. With `predictor`
+    set (IIDA), the Q-values read the encoding with its gradient stopped, and `predict_action`
+    (one-hot [..., A]) also returns the predicted s' - s from (s, a, encoding): (q, prediction)."""
 
     num_actions: int
     hidden: tuple[int, ...]
@@ -128,10 +141,12 @@ class QNetwork(nn.Module):
     encoder_dim: int = 0
     pooling: str = "mean"
     weight_init: str = "torch"
+    predictor: tuple[int, ...] | None = None
 
     @nn.compact
-    def __call__(self, obs, context, window=None, mask=None):
+    def __call__(self, obs, context, window=None, mask=None, predict_action=None):
         parts = [obs.astype(jnp.float32), context.astype(jnp.float32)]
+        encoding = []
         if self.encoder_dim:
             h = window
             for i, width in enumerate(self.encoder):
@@ -140,14 +155,23 @@ class QNetwork(nn.Module):
             m = mask.astype(jnp.float32)[..., None]
             count = jnp.maximum(m.sum(-2), 1.0)
             mean = (z * m).sum(-2) / count
-            parts.append(mean)
+            encoding.append(mean)
             if self.pooling == "mean_std":
                 var = (jnp.square(z - mean[..., None, :]) * m).sum(-2) / count
-                parts.append(jnp.sqrt(var + 1e-6))
+                encoding.append(jnp.sqrt(var + 1e-6))
+        encoding = jnp.concatenate(encoding, axis=-1) if encoding else None
+        if encoding is not None:
+            parts.append(jax.lax.stop_gradient(encoding) if self.predictor is not None else encoding)
         x = jnp.concatenate(parts, axis=-1)
         for i, width in enumerate(self.hidden):
             x = nn.relu(dense(width, x.shape[-1], self.weight_init, f"hidden_{i}")(x))
-        return dense(self.num_actions, x.shape[-1], self.weight_init, "q")(x)
+        q = dense(self.num_actions, x.shape[-1], self.weight_init, "q")(x)
+        if predict_action is None:
+            return q
+        h = jnp.concatenate([obs.astype(jnp.float32), predict_action.astype(jnp.float32), encoding], axis=-1)
+        for i, width in enumerate(self.predictor):
+            h = nn.relu(dense(width, h.shape[-1], self.weight_init, f"predictor_{i}")(h))
+        return q, dense(obs.shape[-1], h.shape[-1], self.weight_init, "predictor_out")(h)
 
 
 # --- the learned context's window of transitions -------------------------------------------------
@@ -182,6 +206,11 @@ class DQNAgent(Agent):
     history: int = 20
     pooling: str = "mean"
     weight_init: str = "torch"
+    predictor_hidden: tuple[int, ...] = (16, 16)
+
+    @property
+    def uses_window(self) -> bool:  # the learned and predictor modes encode recent transitions
+        return self.context_mode in WINDOW_MODES
 
     @property
     def reads_context(self) -> bool:  # an explicit-context agent sees TimeStep.context
@@ -189,16 +218,17 @@ class DQNAgent(Agent):
 
     @property
     def network(self) -> QNetwork:
-        learned = self.context_mode == "learned"
+        learned = self.uses_window
         return QNetwork(self.env.num_actions, tuple(self.hidden), tuple(self.encoder_hidden) if learned else (),
-                        self.encoder_dim if learned else 0, self.pooling, self.weight_init)
+                        self.encoder_dim if learned else 0, self.pooling, self.weight_init,
+                        tuple(self.predictor_hidden) if self.context_mode == "predictor" else None)
 
     @property
     def window_width(self) -> int:
         return 2 * int(self.env.obs_shape[0]) + self.env.num_actions
 
     def init(self, key):
-        if self.context_mode != "learned":
+        if not self.uses_window:
             return ()
         return (jnp.zeros((self.history, self.window_width), jnp.float32), jnp.int32(0), jnp.zeros(self.env.obs_shape, jnp.float32))
 
@@ -207,7 +237,7 @@ class DQNAgent(Agent):
         the previous action, the observation it led to, `outcome_obs`, which differs from `obs`
         after an episode's end). A new trial (a new task, i.e. a new context) empties the window;
         the episodes of one trial share their context, and so the window."""
-        if self.context_mode != "learned":
+        if not self.uses_window:
             return carry
         window, count, last_obs = carry
         features = transition_features(last_obs, timestep.prev_action, timestep.outcome_obs, self.env.num_actions)
@@ -219,7 +249,7 @@ class DQNAgent(Agent):
     def inputs(self, carry, timestep: TimeStep):
         """The network's inputs at `timestep` (after `observe`): obs, context, window, mask."""
         context = timestep.context if self.context_mode == "explicit" else jnp.zeros((0,), jnp.float32)
-        if self.context_mode != "learned":
+        if not self.uses_window:
             return timestep.obs, context, None, None
         window, count, _ = carry
         return timestep.obs, context, window, window_mask(count, self.history)
@@ -268,6 +298,11 @@ def td_targets(reward, terminated, gamma, q_next_target, q_next_online=None):
     else:
         best = jnp.take_along_axis(q_next_target, jnp.argmax(q_next_online, axis=-1)[:, None], axis=-1)[:, 0]
     return reward + gamma * (1.0 - terminated.astype(jnp.float32)) * best
+
+
+def prediction_error(predicted, obs, next_obs):
+    """The predictor mode's loss: the mean squared error of the predicted change s' - s. [B, F] -> []."""
+    return jnp.mean(jnp.square(predicted - (next_obs - obs)))
 
 
 @register
@@ -328,7 +363,8 @@ class DQN(PerContextAlgorithm):
     def init_params(self, key_params, key_env):
         agent = self.agent()
         timestep = self._example()
-        return agent.network.init(key_params, *agent.inputs(agent.init(key_params), timestep))
+        predict = jnp.zeros((self.env.num_actions,), jnp.float32) if self.config.context_mode == "predictor" else None
+        return agent.network.init(key_params, *agent.inputs(agent.init(key_params), timestep), predict)
 
     def init_extra(self, params, key_params, key_env):
         c = self.config
@@ -337,7 +373,7 @@ class DQN(PerContextAlgorithm):
         obs, context, window, mask = agent.inputs(agent.init(key_params), timestep)
         slot = {"obs": obs, "context": context, "action": jnp.int32(0), "reward": jnp.float32(0), "next_obs": obs,
                 "terminated": jnp.bool_(False)}
-        if c.context_mode == "learned":
+        if c.context_mode in WINDOW_MODES:
             slot.update(window=window, count=jnp.int32(0))
         buffer = jax.tree.map(lambda x: jnp.zeros((c.buffer_size,) + jnp.shape(x), jnp.asarray(x).dtype), slot)
         carry = jax.vmap(agent.init)(jax.random.split(key_params, c.num_envs))
@@ -363,7 +399,7 @@ class DQN(PerContextAlgorithm):
                 random = jax.random.randint(k_action, (), 0, self.env.num_actions, jnp.int32)
                 action = jnp.where(jax.random.uniform(k_explore) < eps, random, greedy)
                 out = {"context": inputs[1]}
-                if c.context_mode == "learned":
+                if c.context_mode in WINDOW_MODES:
                     out.update(window=carry[0], count=carry[1])
                 return action, carry, out
 
@@ -372,7 +408,7 @@ class DQN(PerContextAlgorithm):
         def record(s):
             rec = {"obs": s.timestep.obs, "context": s.out["context"], "action": s.action, "reward": s.reward,
                    "next_obs": s.next_timestep.outcome_obs, "terminated": s.info["terminated"]}
-            if c.context_mode == "learned":
+            if c.context_mode in WINDOW_MODES:
                 rec.update(window=s.out["window"], count=s.out["count"])
             return rec
 
@@ -382,10 +418,11 @@ class DQN(PerContextAlgorithm):
         flat = jax.tree.map(lambda x: x.reshape((N * T,) + x.shape[2:]), batch)
         buffer, pos, size = replay_add(ts.buffer, ts.buffer_pos, ts.buffer_size, flat)
         steps_after = (ts.update_step + 1) * self.steps_per_update
+        predictor = c.context_mode == "predictor"
 
         def q_inputs(mb, next_state: bool):
             obs = mb["next_obs"] if next_state else mb["obs"]
-            if c.context_mode != "learned":
+            if c.context_mode not in WINDOW_MODES:
                 return obs, mb["context"], None, None
             window, count = mb["window"], mb["count"]
             if next_state:  # the window at s' also holds the transition (s, a, s')
@@ -395,26 +432,39 @@ class DQN(PerContextAlgorithm):
 
         def loss_fn(p, mb, target_params):
             net = agent.network
-            q = jnp.take_along_axis(net.apply(p, *q_inputs(mb, False)), mb["action"][:, None], axis=-1)[:, 0]
+            if predictor:  # IIDA: the encoder learns from predicting s' - s, the Q-head reads it detached
+                one_hot = jax.nn.one_hot(mb["action"], self.env.num_actions, dtype=jnp.float32)
+                q_all, predicted = net.apply(p, *q_inputs(mb, False), one_hot)
+                prediction_loss = prediction_error(predicted, mb["obs"], mb["next_obs"])
+            else:
+                q_all, prediction_loss = net.apply(p, *q_inputs(mb, False)), jnp.float32(0.0)
+            q = jnp.take_along_axis(q_all, mb["action"][:, None], axis=-1)[:, 0]
             next_inputs = q_inputs(mb, True)
             q_next_target = net.apply(target_params, *next_inputs)
             q_next_online = net.apply(p, *next_inputs) if c.double else None
             target = jax.lax.stop_gradient(td_targets(mb["reward"], mb["terminated"], c.gamma, q_next_target, q_next_online))
-            return jnp.mean(jnp.square(q - target)), jnp.mean(q)
+            td_loss = jnp.mean(jnp.square(q - target))
+            return td_loss + c.prediction_coef * prediction_loss, (td_loss, jnp.mean(q), prediction_loss)
 
         def learn(operand):
             p, opt_state, target_params = operand
             mb = replay_sample(buffer, size, key_sample, c.batch_size)
-            (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, mb, target_params)
+            (_, (loss, q_mean, prediction_loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, mb, target_params)
             updates, opt_state = self.optimizer().update(grads, opt_state, p)
             p = optax.apply_updates(p, updates)
             crossed = (steps_after // c.target_every) > ((steps_after - self.steps_per_update) // c.target_every)
             moved = jax.tree.map(lambda t, o: c.tau * o + (1.0 - c.tau) * t, target_params, p)
             target_params = jax.tree.map(lambda m, t: jnp.where(crossed, m, t), moved, target_params)
-            return (p, opt_state, target_params), {"loss": loss, "q_mean": q_mean, "learning": jnp.float32(1.0)}
+            stats = {"loss": loss, "q_mean": q_mean, "learning": jnp.float32(1.0)}
+            if predictor:
+                stats["prediction_loss"] = prediction_loss
+            return (p, opt_state, target_params), stats
 
         def wait(operand):
-            return operand, {"loss": jnp.float32(0.0), "q_mean": jnp.float32(0.0), "learning": jnp.float32(0.0)}
+            stats = {"loss": jnp.float32(0.0), "q_mean": jnp.float32(0.0), "learning": jnp.float32(0.0)}
+            if predictor:
+                stats["prediction_loss"] = jnp.float32(0.0)
+            return operand, stats
 
         (params, opt_state, target_params), stats = jax.lax.cond(
             steps_after > c.learning_starts, learn, wait, (params, ts.opt_state, ts.target_params)
