@@ -319,6 +319,7 @@ class PresetOption:
     """The algorithm's starting config."""
 
     preset: str | None = None  #: named config the algorithm options start from (None: the one chosen for this setting, named above)
+    config: str | None = None  #: a JSON file of algorithm options applied over the preset (metarl tune's best_config.json, a run's config.json)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,15 +344,34 @@ def _starting_point(algo_name: str, family: str, rest: Sequence[str]):
     preset = first["choice"].preset
     presets = ", ".join(cls.presets) or "(none)"
     if preset is not None:
-        return algos.base.preset_config(algo_name, preset), f"Options of {algo_name} start from preset {preset!r} (its presets: {presets})."
-    chosen = cls.default_preset(first["family"], episodes)
-    if chosen is None:
-        return cls.Config(), f"Options of {algo_name} start from its config's defaults (its presets: {presets})."
-    return (
-        algos.base.preset_config(algo_name, chosen[0]),
-        f"Options of {algo_name} start from preset {chosen[0]!r}, its default for this setting ({chosen[1]}); "
-        f"--preset NAME picks another of: {presets}.",
-    )
+        start, which = algos.base.preset_config(algo_name, preset), f"Options of {algo_name} start from preset {preset!r} (its presets: {presets})."
+    elif (chosen := cls.default_preset(first["family"], episodes)) is None:
+        start, which = cls.Config(), f"Options of {algo_name} start from its config's defaults (its presets: {presets})."
+    else:
+        start, which = (
+            algos.base.preset_config(algo_name, chosen[0]),
+            f"Options of {algo_name} start from preset {chosen[0]!r}, its default for this setting ({chosen[1]}); "
+            f"--preset NAME picks another of: {presets}.",
+        )
+    if first["choice"].config is not None:
+        start = config_from_file(algo_name, start, first["choice"].config)
+        which += f" The options in {first['choice'].config} apply over it."
+    return start, which
+
+
+def config_from_file(algo_name: str, start: Any, path: str) -> Any:
+    """`start` with the fields of the algorithm config in `path` (metarl tune's best_config.json,
+    or a run's config.json): unknown fields are an error."""
+    from metarl import algos
+    from metarl.run.folder import _tuples
+    from metarl.tune import read_best_config
+
+    fields = read_best_config(path, algo_name)
+    valid = {f.name for f in dataclasses.fields(algos.algorithm_class(algo_name).Config)}
+    unknown = sorted(set(fields) - valid)
+    if unknown:
+        raise ConfigError(f"{path}: {algo_name} has no option {', '.join(map(repr, unknown))}", "config")
+    return dataclasses.replace(start, **_tuples(fields))
 
 
 @command(
@@ -412,6 +432,54 @@ def train_command(args: list[str]) -> int:
             file=sys.stderr,
         )
     return 130 if result.interrupted else 0
+
+
+_TUNE_TEXT = (
+    "Search an algorithm's hyperparameters on a task family with Optuna (TPE), environment steps as the "
+    "budget and a Hyperband pruner: every trial trains --seeds seeds for up to --budget env steps, scored "
+    "(the mean greedy return on --eval-tasks tasks) every --min-budget steps. The study lives in --storage "
+    "(default sqlite:///OUT/study.db; any database URL), so --workers processes here, and the same command "
+    "on other machines, share it; rerunning continues it. OUT gets best_config.json (pass it back with "
+    "`metarl train ALGO FAMILY --config OUT/best_config.json`), trials.json/.md and Optuna's plots as PNG. "
+    "Family and algorithm options set what is not searched."
+)
+
+
+@command(
+    "tune",
+    "Search hyperparameters with Optuna (Hyperband over env steps; shared, resumable storage).",
+    usage="metarl tune ALGO FAMILY [family options] [algorithm options] --out DIR [--trials N] [--budget STEPS] [--min-budget STEPS] [--workers W] [--storage URL]",
+    example="metarl tune dqn cartpole --factors length --trials 20 --budget 200000 --min-budget 50000 --workers 2 --out runs/tune-dqn",
+)
+def tune_command(args: list[str]) -> int:
+    from metarl import algos, envs
+    from metarl.tune import SPACES, TuneSettings, tune
+
+    if _wants_help(args):
+        description = _describe("tune", _TUNE_TEXT, f"ALGO is one of: {', '.join(SPACES)}. FAMILY is one of: {', '.join(envs.names())}.")
+        parse([("tune", TuneSettings, None), ("preset", PresetOption, None)], ["--help"], prog="metarl tune ALGO FAMILY", description=description)
+        return 0
+    (algo_name, family), rest = take_names(args, ["ALGO", "FAMILY"], [algos.algorithm_class, envs.family_class])
+    if algo_name not in SPACES:
+        raise ConfigError(f"tune: no search space for algorithm {algo_name!r}; spaces exist for: {', '.join(SPACES)}")
+    cls = algos.algorithm_class(algo_name)
+    start, which = _starting_point(algo_name, family, rest)
+    parsed = parse(
+        [("family", envs.family_class(family), None), ("tune", TuneSettings, None), ("preset", PresetOption, None), ("algorithm", cls.Config, start)],
+        rest,
+        prog=f"metarl tune {algo_name} {family}",
+        description=_describe("tune", _TUNE_TEXT, which),
+    )
+    env, settings = parsed["family"], parsed["tune"]
+    cls(env=env, config=parsed["algorithm"])  # the fixed part of the config must build on this family
+    family_options = {f.name: getattr(env, f.name) for f in dataclasses.fields(env) if f.init}
+    summary = tune(algo_name, family, family_options, parsed["algorithm"], settings, log=lambda line: print(f"{PROG}: {line}", file=sys.stderr))
+    best = summary.get("best")
+    print(f"{summary['complete']} complete and {summary['pruned']} pruned trials in {summary['storage']} (study {summary['study']})")
+    if best:
+        print(f"best: trial {best['number']}, score {best['value']:.2f}, {best['params']}")
+        print(f"train with it: metarl train {algo_name} {family} --config {settings.out_dir}/best_config.json ...")
+    return 0
 
 
 _EVAL_TEXT = (

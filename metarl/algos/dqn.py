@@ -4,7 +4,7 @@ policy for contextual RL (`metarl.envs.contextual`).
 One `update` = `train_every` environment steps of each of `num_envs` streams under an epsilon-greedy
 policy (epsilon decays linearly from `eps_start` to `eps_end` over `exploration_fraction` of the run),
 the transitions written into a replay buffer that lives in the train state (a ring of `buffer_size`
-slots, inside the jitted update), then, once `learning_starts` steps are done, one gradient step on
+slots, inside the jitted update), then, once `learning_starts` steps are done, `gradient_steps` (1) gradient steps, each on
 `batch_size` transitions drawn uniformly from the filled slots, and the target network moved
 towards the online one (`tau`; 1: copied) whenever the step count passes a multiple of
 `target_every`. Targets: r + gamma (1 - terminated) max_a Q_target(s', a) (DQN), or Q_target(s',
@@ -71,7 +71,8 @@ class DQNConfig:
     tau: float = 1.0  #: target update rate (1: copy)
     target_every: int = 500  #: env steps (all streams) between target updates
     learning_starts: int = 10_000  #: env steps (all streams) before the first gradient step
-    train_every: int = 10  #: env steps of each stream per update (one gradient step each)
+    train_every: int = 10  #: env steps of each stream per update
+    gradient_steps: int = 1  #: gradient steps per update (each on its own batch)
     num_envs: int = 1  #: parallel environment streams
     eps_start: float = 1.0  #: epsilon at the start
     eps_end: float = 0.05  #: epsilon after the decay
@@ -89,7 +90,7 @@ class DQNConfig:
 
     def __post_init__(self):
         o = "dqn"
-        for name in ("buffer_size", "batch_size", "target_every", "train_every", "num_envs", "encoder_dim", "history"):
+        for name in ("buffer_size", "batch_size", "target_every", "train_every", "gradient_steps", "num_envs", "encoder_dim", "history"):
             check_int(o, name, getattr(self, name), low=1)
         check_int(o, "learning_starts", self.learning_starts, low=0)
         check_float(o, "lr", self.lr, low=0.0, low_open=True)
@@ -446,12 +447,19 @@ class DQN(PerContextAlgorithm):
             td_loss = jnp.mean(jnp.square(q - target))
             return td_loss + c.prediction_coef * prediction_loss, (td_loss, jnp.mean(q), prediction_loss)
 
-        def learn(operand):
-            p, opt_state, target_params = operand
-            mb = replay_sample(buffer, size, key_sample, c.batch_size)
-            (_, (loss, q_mean, prediction_loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, mb, target_params)
+        def gradient_step(carry, key):
+            p, opt_state, target_params = carry
+            mb = replay_sample(buffer, size, key, c.batch_size)
+            (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, mb, target_params)
             updates, opt_state = self.optimizer().update(grads, opt_state, p)
-            p = optax.apply_updates(p, updates)
+            return (optax.apply_updates(p, updates), opt_state, target_params), aux
+
+        def learn(operand):
+            if c.gradient_steps == 1:
+                (p, opt_state, target_params), (loss, q_mean, prediction_loss) = gradient_step(operand, key_sample)
+            else:  # the target network stays fixed over one update's steps
+                (p, opt_state, target_params), aux = jax.lax.scan(gradient_step, operand, jax.random.split(key_sample, c.gradient_steps))
+                loss, q_mean, prediction_loss = (jnp.mean(x) for x in aux)
             crossed = (steps_after // c.target_every) > ((steps_after - self.steps_per_update) // c.target_every)
             moved = jax.tree.map(lambda t, o: c.tau * o + (1.0 - c.tau) * t, target_params, p)
             target_params = jax.tree.map(lambda m, t: jnp.where(crossed, m, t), moved, target_params)
