@@ -63,3 +63,22 @@ def test_host_loop_evaluates_per_context_and_resumes_exactly(tmp_path):
     me = final["agents"][0]
     assert me["label"].startswith("ppo (trained, 2 seeds)") and len(final["agents"]) == 1  # no baselines for a policy
     assert final["header"]["episodes"] == 1 and 8 <= me["mean_total_return"] <= 500
+
+
+def test_explicit_context_mode_feeds_the_tasks_context_to_the_policy():
+    env = metarl.make("cartpole", factors="length,gravity", contexts=4)
+    algo = algos.make("ppo", env, context_mode="explicit", num_envs=2, num_steps=8, minibatches=2, epochs=1)
+    assert algo.agent().reads_context and algo.trial.expose_context
+    state = init_states(algo, init_keys(0, 1))
+    first = jax.tree.leaves(state.params)[0]
+    kernels = [x for x in jax.tree.leaves(state.params) if x.ndim == 3]  # [seeds, in, out]
+    assert {k.shape[1] for k in kernels} >= {4 + 2}  # the observation and the two factors' multipliers
+    state, _, bad = run_chunk(algo, state, jnp.int32(2))
+    assert int(bad[0]) == -1 and first.shape[0] == 1
+    # the policy acts on the context: the same observation under two contexts gives two outputs
+    agent, params = algo.agent(), jax.tree.map(lambda x: x[0], state.params)
+    obs = jnp.zeros((4,))
+    out_a, _ = agent.network.apply(params, agent.inputs(obs, jnp.array([1.0, 1.0])))
+    out_b, _ = agent.network.apply(params, agent.inputs(obs, jnp.array([2.0, 0.5])))
+    assert float(jnp.abs(out_a - out_b).max()) > 0
+    assert not algos.make("ppo", env).agent().reads_context

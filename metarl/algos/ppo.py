@@ -18,6 +18,11 @@ Adam 2.5e-4 eps 1e-5 annealed to 0, clip 0.2, entropy 0.01, value 0.5, gamma 0.9
 global-norm clip 0.5, tanh 64x64, advantages standardised per minibatch). Presets: "pendulum"
 (RL Zoo's tuned Pendulum-v1 PPO without gSDE: gamma 0.9, 10 epochs, lr 1e-3, ...).
 
+Context modes (`context_mode`): "hidden" (the policy reads the observation alone) or "explicit"
+(the task's context vector, each factor's multiplier of its default for the contextual families,
+appended to the observation in training and at test). The learned (JRPL) and predictor (IIDA)
+encoders are DQN's (`algos.dqn`), not yet PPO's.
+
 The evaluation hook returns the return of each held-out context: `evaluate(train_state, key,
 tasks)` -> [tasks, episodes] returns of the greedy (mean) policy.
 """
@@ -45,6 +50,9 @@ from metarl.ops.ppo import clipped_value_loss, ppo_clipped_policy_loss
 
 
 
+CONTEXT_MODES = ("hidden", "explicit")
+
+
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
     """PPO settings. Defaults: CleanRL's / PureJaxRL's CartPole-v1 run."""
@@ -67,9 +75,12 @@ class PPOConfig:
     hidden: tuple[int, ...] = (64, 64)  #: widths of the policy and the value MLPs' hidden layers
     activation: str = "tanh"  #: "tanh" or "relu"
     init_log_std: float = 0.0  #: initial log-std of a Gaussian policy (Box actions)
+    context_mode: str = "hidden"  #: "hidden" (observation only) or "explicit" (the task's context appended)
 
     def __post_init__(self):
         o = "ppo"
+        check(self.context_mode in CONTEXT_MODES,
+              f"{o}: context_mode must be one of {', '.join(CONTEXT_MODES)}, got {self.context_mode!r}", "context_mode")
         for name in ("num_envs", "num_steps", "epochs", "minibatches"):
             check_int(o, name, getattr(self, name), low=1)
         check((self.num_envs * self.num_steps) % self.minibatches == 0,
@@ -112,16 +123,28 @@ class PPOAgent(Agent):
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     greedy: bool = True
+    context_mode: str = "hidden"
+
+    @property
+    def reads_context(self) -> bool:  # an explicit-context agent sees TimeStep.context
+        return self.context_mode == "explicit"
 
     @property
     def network(self) -> MLPActorCritic:
         return MLPActorCritic(self.env.action_size, self.env.discrete, tuple(self.hidden), self.activation)
 
+    def inputs(self, obs, context):
+        """The network's input: the observation, with the context appended in the explicit mode."""
+        obs = obs.astype(jnp.float32)
+        if self.context_mode != "explicit":
+            return obs
+        return jnp.concatenate([obs, jnp.broadcast_to(context, obs.shape[:-1] + context.shape[-1:]).astype(jnp.float32)], axis=-1)
+
     def init(self, key):
         return ()
 
     def act(self, params, carry, timestep, key):
-        out, _ = self.network.apply(params, timestep.obs)
+        out, _ = self.network.apply(params, self.inputs(timestep.obs, timestep.context))
         if self.env.discrete:
             return sample_or_greedy(key, out, self.greedy), carry
         space = self.env.action_space()
@@ -154,7 +177,7 @@ class PPO(PerContextAlgorithm):
 
     @property
     def trial(self) -> Trial:
-        return streams_lib.trial(self.env)
+        return streams_lib.trial(self.env, expose_context=self.config.context_mode == "explicit")
 
     @property
     def steps_per_update(self) -> int:
@@ -175,7 +198,8 @@ class PPO(PerContextAlgorithm):
         return adamw(lr, eps=c.adam_eps, clip_norm=c.max_grad_norm)
 
     def init_params(self, key_params, key_env):
-        params = self.network.init(key_params, jnp.zeros(self.env.obs_shape, jnp.float32))
+        timestep, _ = self.trial.reset(jax.random.PRNGKey(0), self.env.sample_task(jax.random.PRNGKey(0)))
+        params = self.network.init(key_params, self.agent().inputs(timestep.obs, timestep.context))
         if not self.env.discrete:
             params = jax.tree_util.tree_map_with_path(
                 lambda p, x: jnp.full_like(x, self.config.init_log_std) if getattr(p[-1], "key", None) == "log_std" else x, params
@@ -214,21 +238,24 @@ class PPO(PerContextAlgorithm):
         params = ts.params
         streams = streams_lib.refresh_pool(ts.streams, self.env, key_pool)
 
+        inputs = self.agent().inputs
+
         def policy(carry, timestep, key, t):
-            out, value = self._policy(params, timestep.obs)
+            out, value = self._policy(params, inputs(timestep.obs, timestep.context))
             raw, action, logp = self._sample(params, out, key)
             return action, carry, {"raw": raw, "logp": logp, "value": value}
 
         def record(s):
             return {
-                "obs": s.timestep.obs,
+                "obs": inputs(s.timestep.obs, s.timestep.context),
                 "raw": s.out["raw"],
                 "logp": s.out["logp"],
                 "value": s.out["value"],
                 "reward": s.reward,
                 "terminated": s.info["terminated"],
                 "truncated": s.info["truncated"],
-                "next_obs": s.next_timestep.outcome_obs,  # the true next state (before auto-reset)
+                # the true next state (before auto-reset), in the context it was reached in
+                "next_obs": inputs(s.next_timestep.outcome_obs, s.timestep.context),
             }
 
         streams, batch, _, episodes_ended = streams_lib.collect(self.trial, streams, policy, record, jax.random.split(key_rollout, T))
