@@ -48,18 +48,37 @@ FAMILIES = {
     # -(theta^2 + 0.1 thetadot^2 + 0.001 u^2) per step, at most pi^2 + 0.1 x 8^2 + 0.001 x 2^2 = 16.27, 200 steps
     "pendulum": (("length",), {"action_bins": 5}, (-200 * (np.pi**2 + 6.4 + 0.004), 0.0)),
 }
-MODES = ("hidden", "explicit", "learned")
+MODES = ("hidden", "explicit", "learned", "predictor", "oracle")
+#: the oracle's evaluation contexts (indices into the 40): a hidden-context agent trained on each alone
+ORACLE_CONTEXTS = (0, 4, 10, 18, 26, 34)
 
 
 def row_names() -> list[str]:
-    return ["default", "default-ddqn"] + [f"{fam}-{factor}-{mode}" for fam, (factors, _, _) in FAMILIES.items() for factor in factors for mode in MODES]
+    rows = ["default", "default-ddqn"]
+    for fam, (factors, _, _) in FAMILIES.items():
+        for factor in factors:
+            rows += [f"{fam}-{factor}-{mode}" for mode in MODES]
+            if fam == "cartpole":  # the reference ran Double DQN on CartPole too
+                rows += [f"{fam}-{factor}-{mode}-ddqn" for mode in MODES if mode != "oracle"]
+    return rows
 
 
 def parse_row(name: str):
     if name in ("default", "default-ddqn"):
         return "gymnax", {"env_id": "CartPole-v1"}, "hidden", None
-    family, factor, mode = name.rsplit("-", 2)
+    base = name.removesuffix("-ddqn")
+    family, factor, mode = base.rsplit("-", 2)
     return family, {"factors": factor, **FAMILIES[family][1]}, mode, factor
+
+
+def factor_rows(entries, family, factor) -> list:
+    """The rows run for one family and factor, DQN's modes then Double DQN's."""
+    names = [f"{family}-{factor}-{m}" for m in MODES] + [f"{family}-{factor}-{m}-ddqn" for m in MODES]
+    return [entries[n] for n in names if n in entries]
+
+
+def mode_label(entry) -> str:
+    return entry["mode"] + (" (DDQN)" if entry.get("preset") == "ddqn" else "")
 
 
 def preset_of(name: str) -> str:
@@ -75,8 +94,42 @@ def per_seed_returns(algo, state, seeds, tasks, episodes, key):
     return np.stack(out)
 
 
+def run_oracle(name, family, options, factor, seeds, steps, episodes):
+    """A hidden-context DQN trained on each of a few evaluation contexts alone, scored there."""
+    env = metarl.make(family, **options)
+    multipliers, tasks, inside = env.evaluation_tasks(factor, 40)
+    per_seed, train_seconds, wall, compile_seconds, env_steps = [], 0.0, 0.0, 0.0, 0
+    key = jax.random.PRNGKey(0)
+    for j in ORACLE_CONTEXTS:
+        m = float(multipliers[j])
+        alone = metarl.make(family, **{**options, "factors": f"{factor}={m}:{m}"})
+        algo = algos.make("dqn", alone, preset="reference", context_mode="hidden")
+        run = common.train_or_resume(algo, os.path.join("runs", "contextual", name, f"context{j}"), steps, seeds,
+                                     command=["python", "-m", "benchmarks.contextual_dqn", name])
+        algo = algo.for_run(run.result.updates)
+        task = jax.tree.map(lambda x: x[j:j + 1], tasks)
+        per_seed.append(per_seed_returns(algo, run.result.state, seeds, task, episodes, key)[:, 0])
+        train_seconds += run.train_seconds
+        wall += run.wall_seconds
+        compile_seconds += run.result.compile_seconds
+        env_steps = run.result.env_steps
+        print(f"  {name}: {factor} x {m:.3f}: {per_seed[-1].mean():.1f}", flush=True)
+    per_seed = np.stack(per_seed, axis=1)  # [seeds, contexts]
+    cells = [stats.t_interval(per_seed[:, j]) for j in range(per_seed.shape[1])]
+    idx = list(ORACLE_CONTEXTS)
+    return {
+        "row": name, "preset": "reference", "family": family, "options": options, "mode": "oracle", "factor": factor, "seeds": seeds,
+        "steps_per_seed": env_steps, "episodes": episodes, "train_seconds": train_seconds, "compile_seconds": compile_seconds,
+        "wall_seconds": wall, "eval_seconds": 0.0, "resumed": False, "steps_per_second_all_seeds": len(idx) * env_steps * seeds / max(train_seconds, 1e-9),
+        "multipliers": multipliers[idx].tolist(), "inside": inside[idx].tolist(), "context_index": idx, "per_seed": per_seed.tolist(),
+        "mean": [c.mean for c in cells], "ci95": [[c.low, c.high] for c in cells], "training_range": list(env.FACTORS[factor][1]),
+    }
+
+
 def run_row(name, seeds, steps, episodes):
     family, options, mode, factor = parse_row(name)
+    if mode == "oracle":
+        return run_oracle(name, family, options, factor, seeds, steps, episodes)
     env = metarl.make(family, **options)
     algo = algos.make("dqn", env, preset=preset_of(name), context_mode=mode)
     out = os.path.join("runs", "contextual", name)
@@ -136,7 +189,10 @@ def plot(entries, family, factor, path):
     fig, ax = plt.subplots(figsize=(7, 4))
     for e in entries:
         m, mean, ci = np.asarray(e["multipliers"]), np.asarray(e["mean"]), np.asarray(e["ci95"])
-        ax.plot(m, mean, marker=".", label=e["mode"])
+        if e["mode"] == "oracle":  # a few contexts, each its own agent
+            ax.errorbar(m, mean, yerr=np.abs(ci.T - mean), fmt="k*", markersize=9, capsize=3, label="oracle (trained on that context)")
+            continue
+        ax.plot(m, mean, marker=".", label=mode_label(e), linestyle="--" if e.get("preset") == "ddqn" else "-")
         ax.fill_between(m, ci[:, 0], ci[:, 1], alpha=0.15)
     low, high = entries[0]["training_range"]
     ax.axvspan(low, high, color="grey", alpha=0.12, label="training range")
@@ -174,7 +230,7 @@ def markdown(data):
                                          "env steps/s (all seeds)"], rows), ""]
     for family, (factors, _, (lowest, highest)) in FAMILIES.items():
         for factor in factors:
-            rows = [entries[f"{family}-{factor}-{m}"] for m in MODES if f"{family}-{factor}-{m}" in entries]
+            rows = factor_rows(entries, family, factor)
             if not rows:
                 continue
             low, high = rows[0]["training_range"]
@@ -188,18 +244,29 @@ def markdown(data):
                 gap = lambda part: f"{agg[part]['optimality_gap']:.2f}" if part in agg else "n/a"  # noqa: E731
                 inside = np.asarray(e["inside"], bool)
                 mean = np.asarray(e["mean"])
-                table.append([e["mode"], e["seeds"], f"{e['steps_per_seed']:,}", f"{mean[inside].mean():.1f}", f"{mean[~inside].mean():.1f}",
+                label = mode_label(e) + (f" ({len(mean)} contexts)" if e["mode"] == "oracle" else "")
+                table.append([label, e["seeds"], f"{e['steps_per_seed']:,}", f"{mean[inside].mean():.1f}", f"{mean[~inside].mean():.1f}",
                               cell("interpolation"), cell("extrapolation"), gap("interpolation"), gap("extrapolation"),
                               f"{e['train_seconds']:.0f} s"])
             lines += [common.markdown_table(["mode", "seeds", "steps per seed", "mean return, inside", "mean return, outside",
-                                             f"IQM inside (score = (return - {lowest:g}) / {highest - lowest:g})", "IQM outside", "opt. gap inside", "opt. gap outside",
-                                             "training time"], table), "",
+                                             f"IQM inside (score = (return - {lowest:g}) / {highest - lowest:g})", "IQM outside", "opt. gap inside",
+                                             "opt. gap outside", "training time"], table), "",
                       f"![return per context](contextual_{family}_{factor}.png)", ""]
-            per = ["| multiplier | " + " | ".join(e["mode"] for e in rows) + " |", "|---|" + "---|" * len(rows)]
-            for j, m in enumerate(rows[0]["multipliers"]):
-                per.append(f"| {m:.3f}{'' if rows[0]['inside'][j] else ' (out)'} | "
-                           + " | ".join(f"{e['mean'][j]:.0f} [{e['ci95'][j][0]:.0f}, {e['ci95'][j][1]:.0f}]" for e in rows) + " |")
-            lines += ["<details><summary>per context (mean [95% CI] over seeds)</summary>", "", *per, "", "</details>", ""]
+            curves = [e for e in rows if e["mode"] != "oracle"]
+            oracle = next((e for e in rows if e["mode"] == "oracle"), None)
+            if oracle and curves:
+                head = ["multiplier", "oracle (trained there alone)"] + [mode_label(e) for e in curves]
+                body = [[f"{m:.3f}{'' if ins else ' (out)'}", f"{oracle['mean'][k]:.0f} [{oracle['ci95'][k][0]:.0f}, {oracle['ci95'][k][1]:.0f}]"]
+                        + [f"{e['mean'][j]:.0f}" for e in curves]
+                        for k, (j, m, ins) in enumerate(zip(oracle["context_index"], oracle["multipliers"], oracle["inside"]))]
+                lines += ["The ceiling: a hidden-context agent trained on one evaluation context alone, beside the agents trained on the "
+                          "range (mean over seeds):", "", common.markdown_table(head, body), ""]
+            if curves:
+                per = ["| multiplier | " + " | ".join(mode_label(e) for e in curves) + " |", "|---|" + "---|" * len(curves)]
+                for j, m in enumerate(curves[0]["multipliers"]):
+                    per.append(f"| {m:.3f}{'' if curves[0]['inside'][j] else ' (out)'} | "
+                               + " | ".join(f"{e['mean'][j]:.0f} [{e['ci95'][j][0]:.0f}, {e['ci95'][j][1]:.0f}]" for e in curves) + " |")
+                lines += ["<details><summary>per context (mean [95% CI] over seeds)</summary>", "", *per, "", "</details>", ""]
     missing = [r for r in row_names() if r not in entries]
     lines += [f"Not run yet: {', '.join(missing)}." if missing else "", ""]
     return "\n".join(lines)
@@ -228,7 +295,7 @@ def main(argv=None):
         data["entries"][name] = entry
         for family, (factors, _, _) in FAMILIES.items():
             for factor in factors:
-                rows = [data["entries"][f"{family}-{factor}-{m}"] for m in MODES if f"{family}-{factor}-{m}" in data["entries"]]
+                rows = factor_rows(data["entries"], family, factor)
                 if rows:
                     plot(rows, family, factor, os.path.join(RESULTS, f"contextual_{family}_{factor}.png"))
         common.write_results("contextual", data, markdown(data))

@@ -97,3 +97,10 @@ def test_family_contract(name):
     # the family checks a batch of its own tasks and names what is wrong with another shape
     tasks = env.sample_tasks(jax.random.PRNGKey(2), 3)
     assert env.check_tasks(tasks) == 3
+
+
+@pytest.mark.parametrize("name", envs.names())
+def test_family_options_rebuild_the_family(name):
+    """What a run folder records (`options()`) rebuilds the same family: no fixed field leaks in."""
+    env = envs.make(name, **SMALL.get(name, {}))
+    assert envs.make(name, **env.options()) == env

@@ -532,3 +532,17 @@ def test_a_family_too_large_for_memory_is_one_line_and_leaves_no_folder(tmp_path
     assert not os.path.exists(out)  # nothing blocks the same command with a smaller family
     small = [a if a != "10000" else "3" for a in args]
     assert main(small + ["--eval-tasks", "0"]) == 0
+
+
+def test_a_run_config_that_recorded_a_fixed_family_field_still_builds_and_resumes():
+    from metarl import algos as algos_
+    from metarl.run import folder
+
+    algo = algos_.make("dqn", metarl.make("cartpole", factors="length"), schedule_steps=100)
+    config = folder.run_config(algo, seeds=1, seed=0, total_steps=100)
+    assert "env_id" not in config["family"]["options"]
+    old = json.loads(json.dumps(config))
+    old["family"]["options"]["env_id"] = "CartPole-v1"  # what earlier folders wrote
+    assert folder.build_algorithm(old).env == algo.env
+    assert folder.config_hash(old) == folder.config_hash(config)  # resuming compares these
+    assert folder.config_hashes(old) != folder.config_hashes(config)  # and accepts the old checkpoints' hash

@@ -165,8 +165,10 @@ class Environment:
 
     # --- conveniences -------------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
-        """The family's options as a JSON-able dict (what `make(name, **options)` rebuilds)."""
-        return dataclasses.asdict(self)
+        """The family's options as a JSON-able dict (what `make(name, **options)` rebuilds): its
+        constructor's fields (a field fixed by the family, `init=False`, is not an option)."""
+        values = dataclasses.asdict(self)
+        return {f.name: values[f.name] for f in dataclasses.fields(self) if f.init}
 
     def describe(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options().items())

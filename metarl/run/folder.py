@@ -96,14 +96,20 @@ def config_hash(config: dict[str, Any]) -> str:
 def config_hashes(config: dict[str, Any]) -> tuple[str, ...]:
     """The hashes a checkpoint of this run may carry: `config_hash`, then those of older rules (the
     whole identity; the identity without execution-only fields), which older checkpoints carry."""
-    older = (_hash(_identity(config, drop=())), _hash(_identity(config, drop=("execution",))))
+    older = (_hash(_identity(config, drop=(), fixed=True)), _hash(_identity(config, drop=("execution",), fixed=True)),
+             _hash(_identity(config, drop=("execution", "defaults"), fixed=True)))
     return tuple(dict.fromkeys((config_hash(config), *older)))
 
 
-def _identity(config: dict[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:
+def _identity(config: dict[str, Any], drop: tuple[str, ...], fixed: bool = False) -> dict[str, Any]:
     """The identity part of `config`; `drop` may hold "execution" (leave out EXECUTION_FIELDS) and
-    "defaults" (leave out algorithm-config fields at their default)."""
+    "defaults" (leave out algorithm-config fields at their default). The family's fixed fields are
+    left out of its options unless `fixed` (the rule of the checkpoints written while run folders
+    recorded them)."""
     identity = jsonable({k: config[k] for k in IDENTITY_KEYS})
+    family = identity.get("family")
+    if not fixed and isinstance(family, dict) and "options" in family:
+        family["options"] = _family_options(family.get("name"), family["options"])
     algorithm = identity.get("algorithm")
     if drop and isinstance(algorithm, dict) and isinstance(algorithm.get("config"), dict):
         defaults = _config_defaults(algorithm.get("name")) if "defaults" in drop else {}
@@ -137,6 +143,17 @@ def _hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _family_options(name: Any, options: Any) -> Any:
+    """`options` without the family's fixed fields (`init=False`, e.g. a contextual family's
+    env_id), which earlier run folders recorded beside the options."""
+    from metarl import envs
+
+    if not isinstance(options, dict) or not isinstance(name, str) or name not in envs.names():
+        return options
+    fixed = {f.name for f in dataclasses.fields(envs.family_class(name)) if not f.init}
+    return {k: v for k, v in options.items() if k not in fixed}
+
+
 def build_algorithm(config: dict[str, Any]):
     """Rebuild the `Algorithm` a run's config.json describes (raises ConfigError if it cannot)."""
     from metarl import algos, envs
@@ -152,7 +169,7 @@ def build_algorithm(config: dict[str, Any]):
             importlib.import_module(f"metarl.algos.{name.replace('-', '_')}")
         except ImportError:
             pass
-    env = envs.make(fam["name"], **_tuples(options))
+    env = envs.make(fam["name"], **_tuples(_family_options(fam["name"], options)))
     return algos.make(name, env, episodes, **_tuples(alg["config"]))
 
 
