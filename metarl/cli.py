@@ -503,6 +503,9 @@ class EvalOptions:
     json: str | None = None  #: summary JSON path (default RUN/eval/final.json)
     markdown: str | None = None  #: Markdown table path (default: the JSON path with .md)
     plot: str | None = None  #: PNG plot path (default RUN/eval/final.png)
+    contexts: str | None = None  #: a factor of the run's contextual family ("first": its first): score on its evaluation contexts instead (default paths RUN/eval/contexts_FACTOR.*)
+    num_contexts: int = 40  #: with --contexts: the evaluation contexts, linspace(LOW / 2, HIGH x 2)
+    episodes: int = 10  #: with --contexts: greedy episodes per context
 
 
 @command(
@@ -523,6 +526,16 @@ def eval_command(args: list[str]) -> int:
     run_dir, rest = args[0], args[1:]
     o = parse([("options", EvalOptions, None)], rest, prog="metarl eval RUN", description=description)["options"]
     status = _console(stderr=True)
+    if o.contexts is not None:
+        from metarl.run.evaluation import evaluate_run_contexts
+
+        with status.status(f"evaluating {run_dir} on its evaluation contexts ..."):
+            summary = evaluate_run_contexts(run_dir, None if o.contexts == "first" else o.contexts, o.num_contexts, o.episodes,
+                                            o.seed or 0, o.json, o.markdown, o.plot, o.checkpoint,
+                                            log=lambda line: print(f"{PROG}: {line}", file=sys.stderr))
+        with open(summary["paths"]["markdown"]) as f:
+            print(f.read().rstrip())
+        return 0
     with status.status(f"evaluating {run_dir} ..."):
         summary = evaluate_run(
             run_dir,

@@ -2,9 +2,11 @@
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from metarl import algos, baselines, cli, envs
@@ -232,3 +234,23 @@ def test_every_algorithm_and_family_has_a_parser_without_clashing_flags(capsys):
             assert not clashes, (algo, family, clashes)
         code, out, _ = run(capsys, "train", algo, "cartpole", "--help")
         assert code == 0 and "--steps N" in out, algo
+
+
+def test_train_from_a_config_file_then_eval_on_the_evaluation_contexts(capsys, tmp_path):
+    config = tmp_path / "best_config.json"  # the shape metarl tune writes
+    config.write_text(json.dumps({"algorithm": "dqn", "config": {"hidden": [8], "learning_starts": 50, "batch_size": 8}}))
+    out = str(tmp_path / "run")
+    code, _, err = run(capsys, "train", "dqn", "cartpole", "--factors", "length", "--config", str(config), "--steps", "200",
+                       "--out", out, "--eval-tasks", "0", "--quiet")
+    assert code == 0, err
+    saved = json.load(open(os.path.join(out, "config.json")))["algorithm"]["config"]
+    assert saved["hidden"] == [8] and saved["batch_size"] == 8 and saved["learning_starts"] == 50
+    code, text, err = run(capsys, "eval", out, "--contexts", "length", "--num-contexts", "4", "--episodes", "1")
+    assert code == 0, err
+    summary = json.load(open(os.path.join(out, "eval", "contexts_length.json")))
+    # linspace(0.2 / 2, 2.2 x 2, 4): only 1.533 lies inside the training range [0.2, 2.2]
+    np.testing.assert_allclose(summary["multipliers"], [0.1, 0.1 + 4.3 / 3, 0.1 + 8.6 / 3, 4.4], rtol=1e-6)
+    assert summary["inside"] == [False, True, False, False] and len(summary["per_seed"][0]) == 4
+    assert "outside the range" in text and os.path.exists(os.path.join(out, "eval", "contexts_length.png"))
+    code, _, err = run(capsys, "eval", out, "--contexts", "tau")
+    assert code == 2 and "not one of this family's factors" in err

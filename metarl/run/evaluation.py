@@ -131,6 +131,96 @@ def evaluate_during_training(algo, state, seeds, done, spu, tasks, seed, names, 
     return summary
 
 
+def load_run(run_dir: str, checkpoint: str | None = None, log=None):
+    """A saved run's (config, algorithm, seeds, state, checkpoint header, checkpoint path): its last
+    checkpoint that verifies, or `checkpoint`."""
+    config = folder.read_config(run_dir)
+    algo = folder.build_algorithm(config)
+    seeds = int(config["seeds"])
+    template = jax.eval_shape(jax.vmap(algo.init), init_keys(int(config["seed"]), seeds))
+    if checkpoint is not None:
+        state, header = ckpt.load_checkpoint(checkpoint, template, folder.config_hashes(config))
+        path = checkpoint
+    else:
+        directory = os.path.join(run_dir, folder.CHECKPOINTS)
+        if ckpt.latest_checkpoint(directory) is None:
+            raise CheckpointError(f"run {run_dir} has no checkpoint in {directory}")
+        state, header, path, _ = ckpt.load_latest_valid(directory, template, folder.config_hashes(config), log=log)
+    return config, algo, seeds, state, header, path
+
+
+def evaluate_run_contexts(run_dir: str, factor: str | None = None, num: int = 40, episodes: int = 10, seed: int = 0,
+                          json_path: str | None = None, md_path: str | None = None, plot_path: str | None = None,
+                          checkpoint: str | None = None, log=None) -> dict[str, Any]:
+    """Score a saved run of a per-context algorithm on a contextual family's evaluation contexts
+    (`evaluation_tasks(factor, num)`: linspace(LOW / 2, HIGH x 2), the other factors at their
+    defaults): every seed's greedy return on each, `episodes` episodes per context; per context the
+    mean over seeds with a 95% t-interval, and for the contexts inside and outside the training
+    range the mean and the interquartile mean over seeds x contexts. Written as JSON, Markdown and a
+    PNG (default RUN/eval/contexts_FACTOR.*); returns the summary."""
+    from scipy import stats as sps
+
+    from metarl.errors import ConfigError
+    from metarl.eval import stats
+
+    check_int("evaluate_run", "num", num, low=2)
+    check_int("evaluate_run", "episodes", episodes, low=1)
+    config, algo, seeds, state, header, path = load_run(run_dir, checkpoint, log)
+    env = algo.env
+    if algo.in_context or not hasattr(env, "evaluation_tasks"):
+        raise ConfigError(f"--contexts scores a per-context policy on a contextual family; {run_dir} is {algo.name} on {env.name}", "contexts")
+    factor = factor or env.factor_ranges[0][0]
+    multipliers, tasks, inside = env.evaluation_tasks(factor, num)
+    key = report.evaluation_key(seed)
+    start = time.perf_counter()
+    per_seed = np.stack([np.asarray(algo.evaluate(seed_slice(state, i), key, tasks=tasks, episodes=episodes), np.float64).mean(-1)
+                         for i in range(seeds)])  # [seeds, contexts]
+    cells = [stats.t_interval(per_seed[:, j]) for j in range(num)]
+    parts = {}
+    for part, cols in (("inside", inside), ("outside", ~inside)):
+        if cols.any():
+            x = per_seed[:, cols]
+            parts[part] = {"contexts": int(cols.sum()), "mean": float(x.mean()), "iqm": float(sps.trim_mean(x.ravel(), 0.25))}
+    low, high = next((lo, hi) for name, _, lo, hi in env.factor_ranges if name == factor)
+    summary = {"run": os.path.abspath(run_dir), "checkpoint": os.path.basename(path), "env_steps": header.get("env_steps"),
+               "algorithm": algo.name, "family": env.name, "family_options": folder.jsonable(env.options()), "factor": factor,
+               "training_range": [low, high], "seeds": seeds, "episodes": episodes, "multipliers": multipliers.tolist(),
+               "inside": inside.tolist(), "per_seed": per_seed.tolist(), "mean": [c.mean for c in cells],
+               "ci95": [[c.low, c.high] for c in cells], "aggregates": parts, "wall_seconds": time.perf_counter() - start}
+    base = os.path.join(run_dir, folder.EVAL, f"contexts_{factor}")
+    json_path = json_path or base + ".json"
+    md_path = md_path or os.path.splitext(json_path)[0] + ".md"
+    plot_path = plot_path or base + ".png"
+    for p in (json_path, md_path, plot_path):
+        os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
+    folder.write_json_atomic(json_path, summary)
+    lines = [f"# {algo.name} on {env.name}, {factor} contexts ({seeds} seeds, {episodes} episodes per context)", "",
+             f"Training range x [{low:g}, {high:g}] of the default; {summary['env_steps']:,} env steps per seed ({summary['checkpoint']}).", "",
+             "| contexts | count | mean return | IQM (seeds x contexts) |", "|---|---|---|---|"]
+    lines += [f"| {part} the range | {v['contexts']} | {v['mean']:.1f} | {v['iqm']:.1f} |" for part, v in parts.items()]
+    lines += ["", "| multiplier | mean return | 95% CI |", "|---|---|---|"]
+    lines += [f"| {m:.3f}{'' if ins else ' (out)'} | {c.mean:.1f} | [{c.low:.1f}, {c.high:.1f}] |" for m, ins, c in zip(multipliers, inside, cells)]
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(multipliers, summary["mean"], marker=".", label=algo.name)
+    ax.fill_between(multipliers, [c.low for c in cells], [c.high for c in cells], alpha=0.2)
+    ax.axvspan(low, high, color="grey", alpha=0.12, label="training range")
+    ax.set_xlabel(f"{factor} (multiple of the default)")
+    ax.set_ylabel("greedy return")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(plot_path, dpi=100)
+    plt.close(fig)
+    summary["paths"] = {"json": json_path, "markdown": md_path, "plot": plot_path}
+    return summary
+
+
 def evaluate_run(
     run_dir: str,
     tasks: int = 1000,
@@ -152,21 +242,10 @@ def evaluate_run(
     summary dict. Raises CheckpointError for a missing folder, no checkpoint that verifies, or a
     mismatched one; ConfigError for bad arguments."""
     check_int("evaluate_run", "tasks", tasks, low=1)
-    config = folder.read_config(run_dir)
-    algo = folder.build_algorithm(config)
-    seeds = int(config["seeds"])
+    config, algo, seeds, state, header, path = load_run(run_dir, checkpoint, log)
     if seed is None:
         seed = int(config.get("eval", {}).get("seed", config["seed"]))
     check_int("evaluate_run", "seed", seed, low=0)
-    template = jax.eval_shape(jax.vmap(algo.init), init_keys(int(config["seed"]), seeds))
-    if checkpoint is not None:
-        state, header = ckpt.load_checkpoint(checkpoint, template, folder.config_hashes(config))
-        path = checkpoint
-    else:
-        directory = os.path.join(run_dir, folder.CHECKPOINTS)
-        if ckpt.latest_checkpoint(directory) is None:
-            raise CheckpointError(f"run {run_dir} has no checkpoint in {directory}")
-        state, header, path, _ = ckpt.load_latest_valid(directory, template, folder.config_hashes(config), log=log)
     names = baseline_names(algo.env, baselines) if algo.in_context else []
     start = time.perf_counter()
     learned = evaluate_learned(algo, state, seeds, tasks, seed)
@@ -190,4 +269,4 @@ def evaluate_run(
     return summary
 
 
-__all__ = ["check_baselines", "evaluate_during_training", "evaluate_run", "evaluate_learned", "summarize_with_baselines", "write_summary"]
+__all__ = ["check_baselines", "evaluate_during_training", "evaluate_run", "evaluate_run_contexts", "load_run", "evaluate_learned", "summarize_with_baselines", "write_summary"]
