@@ -30,6 +30,16 @@ Context modes (`context_mode`), what the Q-network reads besides the observation
   generator of the transitions is the behaviour policy (epsilon-greedy, random for the first
   `learning_starts` steps), as in the reference's loop. The reference detaches z before its
   predictor as well, so its encoder gets no gradient at all; here the prediction loss trains it.
+- `probing` (EPI; Zhou et al. 2019): the first `probe_steps` (10) steps of every trial are taken by
+  a probing policy (its own Q-network over the observation and the probe step), whose transitions
+  fill the window, which then stays fixed for the rest of the trial: the agent's context is the
+  predictor mode's encoding of the probe. The probing policy is rewarded, per probe step, by how
+  much the probe so far improves the prediction of the next state: the error of a context-free
+  next-state model f0(s, a) minus that of the encoder's predictor f(s, a, z) (computed when the
+  probe transitions are replayed, from their own replay ring of `probe_buffer_size` slots, with
+  the current models, gradients stopped); it learns by Q-learning (discount `probe_gamma`) on that
+  reward, f0 by its prediction loss. EPI probes in a separate short episode before the task's;
+  here the probe opens the episode and its rewards count in the return.
 """
 
 from __future__ import annotations
@@ -51,8 +61,9 @@ from metarl.algos.streams import Streams
 from metarl.envs.trial import TimeStep, Trial
 from metarl.errors import ConfigError, check, check_float, check_int
 
-MODES = ("hidden", "explicit", "learned", "predictor")
-WINDOW_MODES = ("learned", "predictor")  #: the modes that encode a window of transitions
+MODES = ("hidden", "explicit", "learned", "predictor", "probing")
+WINDOW_MODES = ("learned", "predictor", "probing")  #: the modes that encode a window of transitions
+PREDICTOR_MODES = ("predictor", "probing")  #: the modes whose encoder learns by next-state prediction
 POOLINGS = ("mean", "mean_std")
 INITS = ("torch", "lecun")
 
@@ -78,19 +89,25 @@ class DQNConfig:
     eps_end: float = 0.05  #: epsilon after the decay
     exploration_fraction: float = 0.5  #: fraction of the run over which epsilon decays
     double: bool = False  #: Double DQN's target (the online network picks the action)
-    context_mode: str = "hidden"  #: "hidden", "explicit", "learned" (JRPL) or "predictor" (IIDA)
+    context_mode: str = "hidden"  #: "hidden", "explicit", "learned" (JRPL), "predictor" (IIDA) or "probing" (EPI)
     encoder_hidden: tuple[int, ...] = (16, 16)  #: the learned context encoder's hidden widths
     encoder_dim: int = 2  #: the learned context's size per transition
     history: int = 20  #: transitions the learned context is pooled over
     pooling: str = "mean"  #: "mean" or "mean_std" pooling of the encoded transitions
     predictor_hidden: tuple[int, ...] = (16, 16)  #: the predictor mode's next-state model's hidden widths
     prediction_coef: float = 1.0  #: weight of the predictor mode's prediction loss beside the Q loss
+    probe_steps: int = 10  #: probing mode: steps of the probing policy opening every trial (the window's size)
+    probe_hidden: tuple[int, ...] = (32, 32)  #: probing mode: hidden widths of the probing Q-network and of f0
+    probe_gamma: float = 0.9  #: probing mode: discount of the probing policy's Q-learning
+    probe_buffer_size: int = 2_000  #: probing mode: replay slots of probe transitions
+    probe_batch_size: int = 64  #: probing mode: probe transitions per gradient step
     weight_init: str = "torch"  #: "torch": PyTorch nn.Linear's uniform initialisation (CleanRL's); "lecun": Flax's default
     schedule_steps: int | None = None  #: env steps of the exploration schedule (None: the run's own, set by the host loop)
 
     def __post_init__(self):
         o = "dqn"
-        for name in ("buffer_size", "batch_size", "target_every", "train_every", "gradient_steps", "num_envs", "encoder_dim", "history"):
+        for name in ("buffer_size", "batch_size", "target_every", "train_every", "gradient_steps", "num_envs", "encoder_dim", "history",
+                     "probe_steps", "probe_buffer_size", "probe_batch_size"):
             check_int(o, name, getattr(self, name), low=1)
         check_int(o, "learning_starts", self.learning_starts, low=0)
         check_float(o, "lr", self.lr, low=0.0, low_open=True)
@@ -106,7 +123,8 @@ class DQNConfig:
         check(self.pooling in POOLINGS, f"{o}: pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}", "pooling")
         check(self.weight_init in INITS, f"{o}: weight_init must be one of {', '.join(INITS)}, got {self.weight_init!r}", "weight_init")
         check_float(o, "prediction_coef", self.prediction_coef, low=0.0, low_open=True)
-        for name in ("hidden", "encoder_hidden", "predictor_hidden"):
+        check_float(o, "probe_gamma", self.probe_gamma, low=0.0, high=1.0)
+        for name in ("hidden", "encoder_hidden", "predictor_hidden", "probe_hidden"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
             for width in getattr(self, name):
                 check_int(o, name, width, low=1, high=65536)
@@ -175,6 +193,30 @@ class QNetwork(nn.Module):
         return q, dense(obs.shape[-1], h.shape[-1], self.weight_init, "predictor_out")(h)
 
 
+class ProbeNetwork(nn.Module):
+    """The probing mode's small networks: the probing policy's Q-values from (observation, one-hot
+    probe step) and, with `action_one_hot`, also the context-free next-state model f0(s, a) ->
+    s' - s: (q, prediction)."""
+
+    num_actions: int
+    hidden: tuple[int, ...]
+    probe_steps: int
+    weight_init: str = "torch"
+
+    @nn.compact
+    def __call__(self, obs, step, action_one_hot=None):
+        def mlp(x, prefix, width_out):
+            for i, width in enumerate(self.hidden):
+                x = nn.relu(dense(width, x.shape[-1], self.weight_init, f"{prefix}_{i}")(x))
+            return dense(width_out, x.shape[-1], self.weight_init, f"{prefix}_out")(x)
+
+        obs = obs.astype(jnp.float32)
+        q = mlp(jnp.concatenate([obs, jax.nn.one_hot(step, self.probe_steps, dtype=jnp.float32)], axis=-1), "probe", self.num_actions)
+        if action_one_hot is None:
+            return q
+        return q, mlp(jnp.concatenate([obs, action_one_hot.astype(jnp.float32)], axis=-1), "model0", obs.shape[-1])
+
+
 # --- the learned context's window of transitions -------------------------------------------------
 
 
@@ -208,10 +250,29 @@ class DQNAgent(Agent):
     pooling: str = "mean"
     weight_init: str = "torch"
     predictor_hidden: tuple[int, ...] = (16, 16)
+    probe_steps: int = 10
+    probe_hidden: tuple[int, ...] = (32, 32)
 
     @property
-    def uses_window(self) -> bool:  # the learned and predictor modes encode recent transitions
+    def uses_window(self) -> bool:  # the learned, predictor and probing modes encode transitions
         return self.context_mode in WINDOW_MODES
+
+    @property
+    def probing(self) -> bool:
+        return self.context_mode == "probing"
+
+    @property
+    def window_size(self) -> int:
+        """Rows of the window: the probe's steps (probing), else `history`."""
+        return self.probe_steps if self.probing else self.history
+
+    @property
+    def probe_network(self) -> ProbeNetwork:
+        return ProbeNetwork(self.env.num_actions, tuple(self.probe_hidden), self.probe_steps, self.weight_init)
+
+    def main_params(self, params):
+        """The Q-network's parameters (probing mode: params = {"main": ..., "probe": ...})."""
+        return params["main"] if self.probing else params
 
     @property
     def reads_context(self) -> bool:  # an explicit-context agent sees TimeStep.context
@@ -222,7 +283,7 @@ class DQNAgent(Agent):
         learned = self.uses_window
         return QNetwork(self.env.num_actions, tuple(self.hidden), tuple(self.encoder_hidden) if learned else (),
                         self.encoder_dim if learned else 0, self.pooling, self.weight_init,
-                        tuple(self.predictor_hidden) if self.context_mode == "predictor" else None)
+                        tuple(self.predictor_hidden) if self.context_mode in PREDICTOR_MODES else None)
 
     @property
     def window_width(self) -> int:
@@ -231,18 +292,21 @@ class DQNAgent(Agent):
     def init(self, key):
         if not self.uses_window:
             return ()
-        return (jnp.zeros((self.history, self.window_width), jnp.float32), jnp.int32(0), jnp.zeros(self.env.obs_shape, jnp.float32))
+        return (jnp.zeros((self.window_size, self.window_width), jnp.float32), jnp.int32(0), jnp.zeros(self.env.obs_shape, jnp.float32))
 
     def observe(self, carry, timestep: TimeStep):
         """The carry updated with the transition that led to `timestep`: (the previous observation,
         the previous action, the observation it led to, `outcome_obs`, which differs from `obs`
         after an episode's end). A new trial (a new task, i.e. a new context) empties the window;
-        the episodes of one trial share their context, and so the window."""
+        the episodes of one trial share their context, and so the window. Probing: the window
+        fills with the probe's transitions, then stays as it is for the rest of the trial."""
         if not self.uses_window:
             return carry
         window, count, last_obs = carry
         features = transition_features(last_obs, timestep.prev_action, timestep.outcome_obs, self.env.num_actions)
         pushed, pushed_count = push(window, count, features)
+        if self.probing:
+            pushed, pushed_count = jnp.where(count < self.probe_steps, pushed, window), pushed_count
         window = jnp.where(timestep.first, jnp.zeros_like(window), pushed)
         count = jnp.where(timestep.first, 0, pushed_count)
         return window, count, timestep.obs
@@ -253,15 +317,26 @@ class DQNAgent(Agent):
         if not self.uses_window:
             return timestep.obs, context, None, None
         window, count, _ = carry
-        return timestep.obs, context, window, window_mask(count, self.history)
+        return timestep.obs, context, window, window_mask(count, self.window_size)
 
     def q_values(self, params, carry, timestep):
         obs, context, window, mask = self.inputs(carry, timestep)
-        return self.network.apply(params, obs, context, window, mask)
+        return self.network.apply(self.main_params(params), obs, context, window, mask)
+
+    def probe_now(self, carry) -> jax.Array:
+        """bool: the probing policy acts at this step (the probe has not filled the window yet)."""
+        return carry[1] < self.probe_steps if self.probing else jnp.bool_(False)
+
+    def greedy_action(self, params, carry, timestep) -> jax.Array:
+        action = jnp.argmax(self.q_values(params, carry, timestep)).astype(jnp.int32)
+        if not self.probing:
+            return action
+        probe = jnp.argmax(self.probe_network.apply(params["probe"], timestep.obs, carry[1])).astype(jnp.int32)
+        return jnp.where(self.probe_now(carry), probe, action)
 
     def act(self, params, carry, timestep, key):
         carry = self.observe(carry, timestep)
-        return jnp.argmax(self.q_values(params, carry, timestep)).astype(jnp.int32), carry
+        return self.greedy_action(params, carry, timestep), carry
 
 
 @struct.dataclass
@@ -274,6 +349,7 @@ class DQNTrainState(TrainState):
     buffer_size: jax.Array = None  #: int32, slots filled
     streams: Streams = None  #: the environment streams (`algos.streams`)
     agent_carry: Any = None  #: each stream's agent carry (the learned context's window)
+    probe_buffer: Any = None  #: probing mode: {"buffer", "pos", "size"} the ring of probe transitions
 
 
 def replay_add(buffer, pos, size, transitions):
@@ -282,6 +358,17 @@ def replay_add(buffer, pos, size, transitions):
     n = jax.tree.leaves(transitions)[0].shape[0]
     idx = (pos + jnp.arange(n)) % capacity
     buffer = jax.tree.map(lambda b, t: b.at[idx].set(t.astype(b.dtype)), buffer, transitions)
+    return buffer, (pos + n) % capacity, jnp.minimum(size + n, capacity)
+
+
+def replay_add_masked(buffer, pos, size, transitions, mask):
+    """Write the transitions whose `mask` [n] is set, in order, at slots pos, pos+1, ... (mod
+    capacity); the others are dropped."""
+    capacity = jax.tree.leaves(buffer)[0].shape[0]
+    offsets = jnp.cumsum(mask.astype(jnp.int32)) - 1
+    idx = jnp.where(mask, (pos + offsets) % capacity, capacity)  # out of range: dropped
+    buffer = jax.tree.map(lambda b, t: b.at[idx].set(t.astype(b.dtype), mode="drop"), buffer, transitions)
+    n = jnp.sum(mask.astype(jnp.int32))
     return buffer, (pos + n) % capacity, jnp.minimum(size + n, capacity)
 
 
@@ -315,7 +402,7 @@ class DQN(PerContextAlgorithm):
     Config = DQNConfig
     presets: ClassVar[dict[str, DQNConfig]] = PRESETS
     State = DQNTrainState
-    update_keys = 4  #: the pool; the rollout; the replay sample; (spare)
+    update_keys = 4  #: the pool; the rollout; the replay sample; the probe ring's sample (probing mode)
 
     config: DQNConfig = DQNConfig()
 
@@ -364,8 +451,12 @@ class DQN(PerContextAlgorithm):
     def init_params(self, key_params, key_env):
         agent = self.agent()
         timestep = self._example()
-        predict = jnp.zeros((self.env.num_actions,), jnp.float32) if self.config.context_mode == "predictor" else None
-        return agent.network.init(key_params, *agent.inputs(agent.init(key_params), timestep), predict)
+        predict = jnp.zeros((self.env.num_actions,), jnp.float32) if self.config.context_mode in PREDICTOR_MODES else None
+        main = agent.network.init(key_params, *agent.inputs(agent.init(key_params), timestep), predict)
+        if not agent.probing:
+            return main
+        probe = agent.probe_network.init(jax.random.fold_in(key_params, 1), timestep.obs, jnp.int32(0), predict)
+        return {"main": main, "probe": probe}
 
     def init_extra(self, params, key_params, key_env):
         c = self.config
@@ -378,11 +469,37 @@ class DQN(PerContextAlgorithm):
             slot.update(window=window, count=jnp.int32(0))
         buffer = jax.tree.map(lambda x: jnp.zeros((c.buffer_size,) + jnp.shape(x), jnp.asarray(x).dtype), slot)
         carry = jax.vmap(agent.init)(jax.random.split(key_params, c.num_envs))
-        return {"target_params": params, "buffer": buffer, "buffer_pos": jnp.int32(0), "buffer_size": jnp.int32(0),
-                "streams": streams_lib.init_streams(self.trial, c.num_envs, key_env), "agent_carry": carry}
+        extra = {"target_params": params, "buffer": buffer, "buffer_pos": jnp.int32(0), "buffer_size": jnp.int32(0),
+                 "streams": streams_lib.init_streams(self.trial, c.num_envs, key_env), "agent_carry": carry}
+        if agent.probing:
+            probe_slot = {k: slot[k] for k in ("obs", "action", "next_obs", "terminated", "window", "count")}
+            ring = jax.tree.map(lambda x: jnp.zeros((c.probe_buffer_size,) + jnp.shape(x), jnp.asarray(x).dtype), probe_slot)
+            extra["probe_buffer"] = {"buffer": ring, "pos": jnp.int32(0), "size": jnp.int32(0)}
+        return extra
+
+    # --- the probing mode's losses --------------------------------------------------------------
+    def probe_losses(self, p, pb, valid):
+        """The probing policy's Q-learning loss on its reward and f0's prediction loss, on a batch
+        `pb` of probe transitions (`valid`: the ring holds some): (loss, mean probe reward)."""
+        c, agent = self.config, self.agent()
+        one_hot = jax.nn.one_hot(pb["action"], self.env.num_actions, dtype=jnp.float32)
+        mask = jax.vmap(window_mask, in_axes=(0, None))(pb["count"], c.probe_steps)
+        empty = jnp.zeros(pb["obs"].shape[:-1] + (0,), jnp.float32)
+        _, predicted = agent.network.apply(p["main"], pb["obs"], empty, pb["window"], mask, one_hot)
+        q_probe, predicted0 = agent.probe_network.apply(p["probe"], pb["obs"], pb["count"], one_hot)
+        change = pb["next_obs"] - pb["obs"]
+        error_z = jnp.mean(jnp.square(predicted - change), axis=-1)
+        error_0 = jnp.mean(jnp.square(predicted0 - change), axis=-1)
+        reward = jax.lax.stop_gradient(error_0 - error_z)  # what the probe so far adds to the prediction
+        last = pb["terminated"] | (pb["count"] + 1 >= c.probe_steps)
+        q_next = agent.probe_network.apply(p["probe"], pb["next_obs"], jnp.minimum(pb["count"] + 1, c.probe_steps - 1))
+        target = jax.lax.stop_gradient(reward + c.probe_gamma * (1.0 - last.astype(jnp.float32)) * jnp.max(q_next, axis=-1))
+        q = jnp.take_along_axis(q_probe, pb["action"][:, None], axis=-1)[:, 0]
+        loss = jnp.mean(jnp.square(q - target)) + jnp.mean(error_0)
+        return jnp.where(valid, loss, 0.0), jnp.where(valid, jnp.mean(reward), 0.0)
 
     # --- the update ---------------------------------------------------------------------------
-    def _update(self, ts: DQNTrainState, key_pool, key_rollout, key_sample, _spare):
+    def _update(self, ts: DQNTrainState, key_pool, key_rollout, key_sample, key_probe):
         c = self.config
         agent = self.agent()
         N, T = c.num_envs, c.train_every
@@ -390,18 +507,22 @@ class DQN(PerContextAlgorithm):
         eps = self.epsilon(steps_before)
         params = ts.params
         streams = streams_lib.refresh_pool(ts.streams, self.env, key_pool)
+        windowed, probing = c.context_mode in WINDOW_MODES, agent.probing
+        predictor = c.context_mode in PREDICTOR_MODES
 
         def policy(carry, timestep, key, t):
             def one(carry, timestep, key):
                 carry = agent.observe(carry, timestep)
                 inputs = agent.inputs(carry, timestep)
-                greedy = jnp.argmax(agent.network.apply(params, *inputs)).astype(jnp.int32)
+                greedy = agent.greedy_action(params, carry, timestep)
                 k_explore, k_action = jax.random.split(key)
                 random = jax.random.randint(k_action, (), 0, self.env.num_actions, jnp.int32)
                 action = jnp.where(jax.random.uniform(k_explore) < eps, random, greedy)
                 out = {"context": inputs[1]}
-                if c.context_mode in WINDOW_MODES:
+                if windowed:
                     out.update(window=carry[0], count=carry[1])
+                if probing:
+                    out["probe"] = agent.probe_now(carry)
                 return action, carry, out
 
             return jax.vmap(one)(carry, timestep, jax.random.split(key, N))
@@ -409,75 +530,94 @@ class DQN(PerContextAlgorithm):
         def record(s):
             rec = {"obs": s.timestep.obs, "context": s.out["context"], "action": s.action, "reward": s.reward,
                    "next_obs": s.next_timestep.outcome_obs, "terminated": s.info["terminated"]}
-            if c.context_mode in WINDOW_MODES:
+            if windowed:
                 rec.update(window=s.out["window"], count=s.out["count"])
+            if probing:
+                rec["probe"] = s.out["probe"]
             return rec
 
         streams, batch, agent_carry, episodes_ended = streams_lib.collect(
             self.trial, streams, policy, record, jax.random.split(key_rollout, T), carry=ts.agent_carry
         )
         flat = jax.tree.map(lambda x: x.reshape((N * T,) + x.shape[2:]), batch)
+        probe_buffer = ts.probe_buffer
+        if probing:
+            is_probe = flat.pop("probe")
+            ring = {k: flat[k] for k in ("obs", "action", "next_obs", "terminated", "window", "count")}
+            ring, ring_pos, ring_size = replay_add_masked(probe_buffer["buffer"], probe_buffer["pos"], probe_buffer["size"], ring, is_probe)
+            probe_buffer = {"buffer": ring, "pos": ring_pos, "size": ring_size}
         buffer, pos, size = replay_add(ts.buffer, ts.buffer_pos, ts.buffer_size, flat)
         steps_after = (ts.update_step + 1) * self.steps_per_update
-        predictor = c.context_mode == "predictor"
 
         def q_inputs(mb, next_state: bool):
             obs = mb["next_obs"] if next_state else mb["obs"]
-            if c.context_mode not in WINDOW_MODES:
+            if not windowed:
                 return obs, mb["context"], None, None
             window, count = mb["window"], mb["count"]
-            if next_state:  # the window at s' also holds the transition (s, a, s')
+            if next_state:  # the window at s' also holds the transition (s, a, s') (probing: while the probe lasts)
                 features = transition_features(mb["obs"], mb["action"], mb["next_obs"], self.env.num_actions)
-                window, count = jax.vmap(push)(window, count, features)
-            return obs, mb["context"], window, jax.vmap(window_mask, in_axes=(0, None))(count, c.history)
+                pushed, pushed_count = jax.vmap(push)(window, count, features)
+                if probing:
+                    grow = count < c.probe_steps
+                    pushed = jnp.where(grow[:, None, None], pushed, window)
+                window, count = pushed, pushed_count
+            return obs, mb["context"], window, jax.vmap(window_mask, in_axes=(0, None))(count, agent.window_size)
 
-        def loss_fn(p, mb, target_params):
+        def loss_fn(p, mb, target_params, pb):
             net = agent.network
+            main, main_target = agent.main_params(p), agent.main_params(target_params)
             if predictor:  # IIDA: the encoder learns from predicting s' - s, the Q-head reads it detached
                 one_hot = jax.nn.one_hot(mb["action"], self.env.num_actions, dtype=jnp.float32)
-                q_all, predicted = net.apply(p, *q_inputs(mb, False), one_hot)
+                q_all, predicted = net.apply(main, *q_inputs(mb, False), one_hot)
                 prediction_loss = prediction_error(predicted, mb["obs"], mb["next_obs"])
             else:
-                q_all, prediction_loss = net.apply(p, *q_inputs(mb, False)), jnp.float32(0.0)
+                q_all, prediction_loss = net.apply(main, *q_inputs(mb, False)), jnp.float32(0.0)
             q = jnp.take_along_axis(q_all, mb["action"][:, None], axis=-1)[:, 0]
             next_inputs = q_inputs(mb, True)
-            q_next_target = net.apply(target_params, *next_inputs)
-            q_next_online = net.apply(p, *next_inputs) if c.double else None
+            q_next_target = net.apply(main_target, *next_inputs)
+            q_next_online = net.apply(main, *next_inputs) if c.double else None
             target = jax.lax.stop_gradient(td_targets(mb["reward"], mb["terminated"], c.gamma, q_next_target, q_next_online))
             td_loss = jnp.mean(jnp.square(q - target))
-            return td_loss + c.prediction_coef * prediction_loss, (td_loss, jnp.mean(q), prediction_loss)
+            total = td_loss + c.prediction_coef * prediction_loss
+            probe_loss, probe_reward = (self.probe_losses(p, pb, probe_buffer["size"] > 0) if probing
+                                        else (jnp.float32(0.0), jnp.float32(0.0)))
+            return total + probe_loss, (td_loss, jnp.mean(q), prediction_loss, probe_loss, probe_reward)
 
-        def gradient_step(carry, key):
+        def gradient_step(carry, keys):
             p, opt_state, target_params = carry
+            key, key_p = keys
             mb = replay_sample(buffer, size, key, c.batch_size)
-            (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, mb, target_params)
+            pb = replay_sample(probe_buffer["buffer"], probe_buffer["size"], key_p, c.probe_batch_size) if probing else None
+            (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, mb, target_params, pb)
             updates, opt_state = self.optimizer().update(grads, opt_state, p)
             return (optax.apply_updates(p, updates), opt_state, target_params), aux
 
+        names = ["loss", "q_mean"] + (["prediction_loss"] if predictor else []) + (["probe_loss", "probe_reward"] if probing else [])
+
+        def pick(aux):
+            loss, q_mean, prediction_loss, probe_loss, probe_reward = aux
+            values = {"loss": loss, "q_mean": q_mean, "prediction_loss": prediction_loss, "probe_loss": probe_loss, "probe_reward": probe_reward}
+            return {n: values[n] for n in names}
+
         def learn(operand):
             if c.gradient_steps == 1:
-                (p, opt_state, target_params), (loss, q_mean, prediction_loss) = gradient_step(operand, key_sample)
+                (p, opt_state, target_params), aux = gradient_step(operand, (key_sample, key_probe))
             else:  # the target network stays fixed over one update's steps
-                (p, opt_state, target_params), aux = jax.lax.scan(gradient_step, operand, jax.random.split(key_sample, c.gradient_steps))
-                loss, q_mean, prediction_loss = (jnp.mean(x) for x in aux)
+                keys = (jax.random.split(key_sample, c.gradient_steps), jax.random.split(key_probe, c.gradient_steps))
+                (p, opt_state, target_params), aux = jax.lax.scan(gradient_step, operand, keys)
+                aux = tuple(jnp.mean(x) for x in aux)
             crossed = (steps_after // c.target_every) > ((steps_after - self.steps_per_update) // c.target_every)
             moved = jax.tree.map(lambda t, o: c.tau * o + (1.0 - c.tau) * t, target_params, p)
             target_params = jax.tree.map(lambda m, t: jnp.where(crossed, m, t), moved, target_params)
-            stats = {"loss": loss, "q_mean": q_mean, "learning": jnp.float32(1.0)}
-            if predictor:
-                stats["prediction_loss"] = prediction_loss
-            return (p, opt_state, target_params), stats
+            return (p, opt_state, target_params), {**pick(aux), "learning": jnp.float32(1.0)}
 
         def wait(operand):
-            stats = {"loss": jnp.float32(0.0), "q_mean": jnp.float32(0.0), "learning": jnp.float32(0.0)}
-            if predictor:
-                stats["prediction_loss"] = jnp.float32(0.0)
-            return operand, stats
+            return operand, {**{n: jnp.float32(0.0) for n in names}, "learning": jnp.float32(0.0)}
 
         (params, opt_state, target_params), stats = jax.lax.cond(
             steps_after > c.learning_starts, learn, wait, (params, ts.opt_state, ts.target_params)
         )
         metrics = {**stats, "epsilon": eps, "episode_return": streams.last_return, "episodes_ended": episodes_ended}
         new = ts.replace(params=params, opt_state=opt_state, target_params=target_params, buffer=buffer, buffer_pos=pos,
-                         buffer_size=size, streams=streams, agent_carry=agent_carry)
+                         buffer_size=size, streams=streams, agent_carry=agent_carry, probe_buffer=probe_buffer)
         return new, metrics
