@@ -48,7 +48,7 @@ FAMILIES = {
     # -(theta^2 + 0.1 thetadot^2 + 0.001 u^2) per step, at most pi^2 + 0.1 x 8^2 + 0.001 x 2^2 = 16.27, 200 steps
     "pendulum": (("length",), {"action_bins": 5}, (-200 * (np.pi**2 + 6.4 + 0.004), 0.0)),
 }
-MODES = ("hidden", "explicit", "learned", "predictor", "oracle")
+MODES = ("hidden", "explicit", "learned", "predictor", "probing", "oracle")
 #: the oracle's evaluation contexts (indices into the 40): a hidden-context agent trained on each alone
 ORACLE_CONTEXTS = (0, 4, 10, 18, 26, 34)
 

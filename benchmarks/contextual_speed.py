@@ -49,23 +49,27 @@ def run_sb3(steps: int, seed: int) -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
-def run_ours(steps: int, seeds: int) -> dict:
-    """`seeds` DQN seeds at once: the training loop's time (compilation apart) and greedy returns."""
+def run_ours(steps: int, seeds: int, host_devices: int) -> dict:
+    """`seeds` DQN seeds at once (split over `host_devices` CPU devices, as `metarl --host-devices N
+    train` does): the training loop's time (compilation apart) and greedy returns."""
+    import metarl
+
+    if host_devices > 1:
+        metarl.use_host_devices(host_devices)
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    import metarl
     from metarl import algos
     from metarl.run.evaluation import seed_slice
-    from metarl.run.loop import init_states, run_chunk
+    from metarl.run.loop import init_states, run_chunk, spread_seeds
     from metarl.run.settings import init_keys
 
     algo = algos.make("dqn", metarl.make("gymnax", env_id="CartPole-v1"), preset="reference")
     updates = steps // algo.steps_per_update
     algo = algo.for_run(updates)
     start = time.perf_counter()
-    state = init_states(algo, init_keys(0, seeds))
+    state = spread_seeds(algo, init_states(algo, init_keys(0, seeds)), seeds)
     state, _, _ = run_chunk(algo, state, jnp.int32(1))  # compiles (the update count is not static)
     jax.block_until_ready(state)
     compile_seconds = time.perf_counter() - start
@@ -76,7 +80,8 @@ def run_ours(steps: int, seeds: int) -> dict:
     key = jax.random.PRNGKey(1)
     returns = [float(np.asarray(algo.evaluate(seed_slice(state, i), key, tasks=10)).mean()) for i in range(seeds)]
     return {"train_seconds": train, "compile_seconds": compile_seconds, "greedy_return": float(np.mean(returns)),
-            "greedy_per_seed": returns, "diverged": int((np.asarray(bad) >= 0).sum()), "jax": jax.__version__}
+            "greedy_per_seed": returns, "diverged": int((np.asarray(bad) >= 0).sum()), "jax": jax.__version__,
+            "devices": len(jax.local_devices())}
 
 
 def timed(cmd: list[str]) -> tuple[dict, float]:
@@ -93,6 +98,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=500_000, help="env steps per seed (the reference: 500,000)")
     parser.add_argument("--seeds", type=int, default=10, help="our seeds, vmapped in one process")
+    parser.add_argument("--host-devices", type=int, default=2, help="our seeds split over this many CPU devices (the cores)")
     parser.add_argument("--sb3-python", help="the Python of a virtual environment with stable-baselines3")
     parser.add_argument("--side", choices=("ours", "sb3"), help=argparse.SUPPRESS)  # one side, in its own process
     args = parser.parse_args(argv)
@@ -100,12 +106,12 @@ def main(argv=None):
         print(json.dumps(run_sb3(args.steps, 0)))
         return
     if args.side == "ours":
-        print(json.dumps(run_ours(args.steps, args.seeds)))
+        print(json.dumps(run_ours(args.steps, args.seeds, args.host_devices)))
         return
     if not args.sb3_python:
         parser.error("--sb3-python is needed (a venv with stable-baselines3: pip install stable-baselines3 gymnasium torch)")
     module = [ "-m", "benchmarks.contextual_speed", "--steps", str(args.steps)]
-    ours_cmd = [sys.executable, *module, "--seeds", str(args.seeds), "--side", "ours"]
+    ours_cmd = [sys.executable, *module, "--seeds", str(args.seeds), "--host-devices", str(args.host_devices), "--side", "ours"]
     sb3_cmd = [args.sb3_python, *module, "--side", "sb3"]
     ours, ours_wall = timed(ours_cmd)
     print(f"ours: {args.seeds} seeds x {args.steps:,} steps in {ours_wall:.0f} s", flush=True)
@@ -118,14 +124,14 @@ def main(argv=None):
     sb3_rate = args.steps / sb3_wall
     data = {
         "meta": common.machine(), "steps_per_seed": args.steps, "seeds_ours": args.seeds, "settings": SB3_SETTINGS,
-        "command": f"python -m benchmarks.contextual_speed --steps {args.steps} --seeds {args.seeds} --sb3-python PYTHON",
+        "command": f"python -m benchmarks.contextual_speed --steps {args.steps} --seeds {args.seeds} --host-devices {args.host_devices} --sb3-python PYTHON",
         "ours": {**ours, "wall_seconds": ours_wall, "steps_per_second": ours_rate,
                  "loop_steps_per_second": args.seeds * args.steps / ours["train_seconds"]},
         "sb3": {**sb3, "wall_seconds": sb3_wall, "steps_per_second": sb3_rate, "loop_steps_per_second": args.steps / sb3["train_seconds"]},
         "ratio": ours_rate / sb3_rate, "target": 50.0,
     }
     rows = [
-        ["metarl DQN (JAX, vmapped)", args.seeds, f"{ours_wall:.0f} s", f"{ours['compile_seconds']:.0f} s", f"{ours['train_seconds']:.0f} s",
+        [f"metarl DQN (JAX, vmapped, seeds over {ours['devices']} CPU devices)", args.seeds, f"{ours_wall:.0f} s", f"{ours['compile_seconds']:.0f} s", f"{ours['train_seconds']:.0f} s",
          f"{ours_rate:,.0f}", f"{data['ours']['loop_steps_per_second']:,.0f}", f"{ours['greedy_return']:.1f}"],
         [f"Stable-Baselines3 {sb3['sb3']} DQN (PyTorch {sb3['torch']}, {sb3['torch_threads']} threads)", 1, f"{sb3_wall:.0f} s", "", f"{sb3['train_seconds']:.0f} s",
          f"{sb3_rate:,.0f}", f"{data['sb3']['loop_steps_per_second']:,.0f}", f"{sb3['greedy_return']:.1f}"],

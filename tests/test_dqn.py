@@ -9,7 +9,7 @@ import pytest
 
 import metarl
 from metarl import algos
-from metarl.algos.dqn import DQNAgent, QNetwork, prediction_error, push, replay_add, replay_sample, td_targets, window_mask
+from metarl.algos.dqn import DQNAgent, QNetwork, prediction_error, push, replay_add, replay_add_masked, replay_sample, td_targets, window_mask
 from metarl.errors import ConfigError
 from metarl.run.evaluation import seed_slice
 from metarl.run.loop import init_states, run_chunk
@@ -25,6 +25,16 @@ def test_replay_is_a_ring_in_fifo_order_and_samples_only_filled_slots():
     buffer, pos, size = replay_add(buffer, pos, size, {"x": jnp.array([3.0, 4.0, 5.0, 6.0])})
     # slots 3, 4 then wrap to 0, 1: the oldest (0, 1) are overwritten first
     assert (int(pos), int(size)) == (2, 5) and buffer["x"].tolist() == [5, 6, 2, 3, 4]
+
+
+def test_masked_replay_writes_only_the_selected_transitions_in_order():
+    buffer = {"x": jnp.full((4,), -1.0)}
+    buffer, pos, size = replay_add_masked(buffer, jnp.int32(3), jnp.int32(3), {"x": jnp.array([10.0, 11.0, 12.0, 13.0])},
+                                          jnp.array([True, False, True, True]))
+    # 10 at slot 3, then the ring wraps: 12 at 0, 13 at 1; 11 is dropped
+    assert buffer["x"].tolist() == [12, 13, -1, 10] and (int(pos), int(size)) == (2, 4)
+    _, pos, size = replay_add_masked(buffer, pos, jnp.int32(0), {"x": jnp.zeros(3)}, jnp.zeros(3, bool))
+    assert (int(pos), int(size)) == (2, 0)
 
 
 def test_dqn_and_double_dqn_targets():
@@ -106,6 +116,41 @@ def test_predictor_mode_trains_its_encoder_and_predictor_in_the_update():
     assert state.buffer["window"].shape == (1, 1000, 8, 2 * 4 + 2)  # each slot keeps its window
 
 
+def test_probing_agent_probes_for_its_first_steps_then_keeps_the_window():
+    env = metarl.make("cartpole", factors="length")
+    agent = DQNAgent(env, 1, context_mode="probing", probe_steps=3)
+    trial = algos.make("dqn", env, context_mode="probing", probe_steps=3, schedule_steps=100).trial
+    timestep, state = trial.reset(jax.random.PRNGKey(0), env.sample_task(jax.random.PRNGKey(1)))
+    carry, probes, windows = agent.init(jax.random.PRNGKey(0)), [], []
+    for t in range(6):
+        carry = agent.observe(carry, timestep)
+        probes.append(bool(agent.probe_now(carry)))
+        windows.append(np.asarray(carry[0]))
+        timestep, state, *_ = trial.step(jax.random.PRNGKey(t), state, jnp.int32(t % 2))
+    assert probes == [True, True, True, False, False, False]  # three probe steps, then the task policy
+    assert carry[0].shape == (3, 2 * 4 + 2) and int(carry[1]) == 3
+    np.testing.assert_array_equal(windows[3], windows[5])  # the probe's window stays for the rest of the trial
+
+
+def test_probing_mode_fills_its_ring_with_probe_transitions_and_trains_the_probe():
+    env = metarl.make("cartpole", factors="length", contexts=8)
+    algo = algos.make("dqn", env, context_mode="probing", probe_steps=4, learning_starts=100, buffer_size=1000, batch_size=32,
+                      probe_batch_size=16, hidden=(16,)).for_run(40)
+    state = init_states(algo, init_keys(0, 1))
+    before = jax.tree.map(np.asarray, state.params)
+    state, sums, bad = run_chunk(algo, state, jnp.int32(40))  # 400 steps, 30 gradient steps
+    assert int(bad[0]) == -1 and float(sums["learning"][0]) == 30
+    ring = state.probe_buffer
+    size = int(ring["size"][0])
+    counts = np.asarray(ring["buffer"]["count"][0][:size])
+    assert 0 < size < 400 and (counts < 4).all()  # probe steps only: at most 4 of each episode
+    assert (counts == 0).sum() >= 400 / 500 and set(counts.tolist()) == {0, 1, 2, 3}
+    assert np.isfinite(float(sums["probe_reward"][0])) and float(sums["probe_loss"][0]) > 0
+    for part in ("probe", "main"):
+        changed = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), state.params[part], before[part]))
+        assert all(v > 0 for v in changed), part
+
+
 def test_explicit_agent_reads_its_tasks_context_and_others_do_not():
     env = metarl.make("cartpole", factors="length")
     assert DQNAgent(env, 1, context_mode="explicit").reads_context
@@ -117,7 +162,7 @@ def test_explicit_agent_reads_its_tasks_context_and_others_do_not():
 
 
 def test_bad_dqn_settings_are_clear_errors():
-    with pytest.raises(ConfigError, match="context_mode must be one of hidden, explicit, learned, predictor"):
+    with pytest.raises(ConfigError, match="context_mode must be one of hidden, explicit, learned, predictor, probing"):
         algos.make("dqn", metarl.make("cartpole"), context_mode="magic")
     with pytest.raises(ConfigError, match="needs discrete actions.*action_bins"):
         algos.make("dqn", metarl.make("pendulum"))

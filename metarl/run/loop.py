@@ -124,6 +124,22 @@ def init_states(algo, keys: jax.Array) -> Any:
     return jax.vmap(algo.init)(keys)
 
 
+def spread_seeds(algo, state: Any, seeds: int) -> Any:
+    """The state with its seeds split over the local JAX devices (`metarl --host-devices N` on a
+    CPU, or several accelerators), when there are several, they divide the seeds and the algorithm
+    does not split its own work over them (RL²'s `devices`); seeds are independent, so each device
+    runs its own with no communication. Otherwise the state as it is."""
+    devices = jax.local_devices()
+    if len(devices) < 2 or seeds % len(devices) or getattr(getattr(algo, "config", None), "devices", 1) != 1:
+        return state
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(devices), ("seeds",))
+    split, whole = NamedSharding(mesh, PartitionSpec("seeds")), NamedSharding(mesh, PartitionSpec())
+    # an empty leaf (e.g. a hidden context's [seeds, 0]) stays whole, as XLA returns it
+    return jax.tree.map(lambda x: jax.device_put(x, whole if x.size == 0 else split), state)
+
+
 def metric_names(algo, state_shape: Any) -> tuple[list[str], list[str]]:
     """(every metric name, the names checked for NaN/Inf: those with "loss" in them, else all)."""
     _, metric_shape = jax.eval_shape(jax.vmap(algo.update), state_shape)
@@ -355,6 +371,7 @@ class _Run:
         try:
             if state is None:
                 state = init_states(algo, keys)
+            state = spread_seeds(algo, state, s.seeds)
             t0 = time.perf_counter()
             compiled = run_chunk.lower(algo, state, jnp.int32(1)).compile()  # cached per algorithm and shapes
             self.compile_seconds = time.perf_counter() - t0
