@@ -144,6 +144,7 @@ def n10():
     return env, tasks, returns
 
 
+@pytest.mark.slow  # the n10 fixture plays every baseline on 150 tasks (60 s); -m slow runs it
 def test_every_baseline_beats_random_on_n10(n10):
     _, _, returns = n10
     random_total = returns["random"].sum(1)
@@ -156,6 +157,7 @@ def test_every_baseline_beats_random_on_n10(n10):
         assert diff.mean() > 20 and diff.mean() > 5 * diff.std() / np.sqrt(len(diff)), (name, diff.mean())
 
 
+@pytest.mark.slow
 def test_oracle_return_matches_value_iteration(n10):
     env, tasks, returns = n10
     v0 = np.asarray(jax.vmap(lambda t: finite_horizon_q_values(t.reward_mean, t.transitions, env.horizon)[0, 0].max())(tasks))

@@ -155,6 +155,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow  # 40 s: two host devices in a subprocess (python -m pytest -m slow)
 def test_data_parallel_matches_one_device():
     """devices=2 (two host CPU devices, metarl.use_host_devices(2): needs its own process) computes the
     same update (rollout, standardised advantages, gradients, metrics) as one device."""
