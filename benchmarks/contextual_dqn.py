@@ -6,9 +6,11 @@ steps per seed, then scores every seed's greedy policy):
 
     default                 CartPole-v1's default context alone (the learning target: >= 475)
     FAMILY-FACTOR-MODE      e.g. cartpole-length-explicit: trained on 100 contexts of FACTOR x
-                            U(LOW, HIGH) of its default, with context mode hidden, explicit or
-                            learned (JRPL); scored on 40 contexts linspace(LOW / 2, HIGH x 2)
-                            (interpolation inside [LOW, HIGH], extrapolation outside)
+                            U(LOW, HIGH) of its default, with context mode hidden, explicit,
+                            learned (JRPL), predictor (IIDA) or probing (EPI); scored on 40 contexts
+                            linspace(LOW / 2, HIGH x 2) (interpolation inside [LOW, HIGH],
+                            extrapolation outside); FAMILY-FACTOR-MODE-ddqn: Double DQN
+    FAMILY-FACTOR-oracle    a hidden-context DQN trained on each of 6 evaluation contexts alone
 
     python -m benchmarks.contextual_dqn default cartpole-length-hidden cartpole-length-explicit [--seeds 5]
     python -m benchmarks.contextual_dqn --list
