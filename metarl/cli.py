@@ -453,15 +453,14 @@ _TUNE_TEXT = (
 )
 def tune_command(args: list[str]) -> int:
     from metarl import algos, envs
-    from metarl.tune import SPACES, TuneSettings, tune
+    from metarl.tune import SPACES, TuneSettings, check_space, tune
 
     if _wants_help(args):
         description = _describe("tune", _TUNE_TEXT, f"ALGO is one of: {', '.join(SPACES)}. FAMILY is one of: {', '.join(envs.names())}.")
         parse([("tune", TuneSettings, None), ("preset", PresetOption, None)], ["--help"], prog="metarl tune ALGO FAMILY", description=description)
         return 0
     (algo_name, family), rest = take_names(args, ["ALGO", "FAMILY"], [algos.algorithm_class, envs.family_class])
-    if algo_name not in SPACES:
-        raise ConfigError(f"tune: no search space for algorithm {algo_name!r}; spaces exist for: {', '.join(SPACES)}")
+    check_space(algo_name)
     cls = algos.algorithm_class(algo_name)
     start, which = _starting_point(algo_name, family, rest)
     parsed = parse(

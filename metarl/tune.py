@@ -146,15 +146,22 @@ def _storage(url: str):
         raise ConfigError(f"tune: cannot open the study storage {url!r}: {e}", "storage") from None
 
 
-def _study(settings: TuneSettings, name: str, create: bool):
+def check_space(algo_name: str) -> None:
+    if algo_name not in SPACES:
+        raise ConfigError(f"tune: no search space for algorithm {algo_name!r}; spaces exist for: {', '.join(SPACES)}")
+
+
+def _study(settings: TuneSettings, name: str, sampler_seed: int):
+    """The study `name` in the settings' storage (created when it is not there yet)."""
     optuna = _optuna()
-    sampler = optuna.samplers.TPESampler(seed=settings.seed + os.getpid() % 10_000 if not create else settings.seed)
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed)
     pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(settings.rungs, 1), reduction_factor=3)
     return optuna.create_study(study_name=name, storage=_storage(settings.storage_url), sampler=sampler, pruner=pruner,
                                direction="maximize", load_if_exists=True)
 
 
-def _finished(study) -> int:
+def _claimed(study) -> int:
+    """Trials complete, pruned or running: what counts towards the study's `trials`."""
     from optuna.trial import TrialState
 
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
@@ -228,9 +235,9 @@ def work(algo_name: str, family: str, family_options: dict, config_fields: dict,
     env = envs.make(family, **family_options)
     cls = algos.algorithm_class(algo_name)
     base = cls.Config(**config_fields)
-    study = _study(settings, name, create=False)
+    study = _study(settings, name, settings.seed + os.getpid() % 10_000)  # workers must not propose the same configs
     objective = objective_fn(algo_name, env, base, settings, log=None if quiet else print)
-    while _finished(study) < settings.trials:
+    while _claimed(study) < settings.trials:
         study.optimize(objective, n_trials=1, catch=())
         if not quiet:
             t = study.trials[-1]
@@ -247,14 +254,13 @@ def tune(algo_name: str, family: str, family_options: dict, config: Any, setting
     from metarl import algos
 
     _optuna()
-    if algo_name not in SPACES:
-        raise ConfigError(f"tune: no search space for algorithm {algo_name!r}; spaces exist for: {', '.join(SPACES)}")
+    check_space(algo_name)
     cls = algos.algorithm_class(algo_name)
     if cls.in_context:
         raise ConfigError(f"tune: {algo_name} is an in-context algorithm; tune searches per-context ones ({', '.join(SPACES)})")
     os.makedirs(settings.out_dir, exist_ok=True)
     name = settings.study or f"tune-{algo_name}-{family}"
-    study = _study(settings, name, create=True)  # create it once, before the workers load it
+    study = _study(settings, name, settings.seed)  # create it once, before the workers load it
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     args = (algo_name, family, family_options, fields, settings, name)
     if settings.workers == 1:
@@ -271,7 +277,7 @@ def tune(algo_name: str, family: str, family_options: dict, config: Any, setting
         failed = [p.exitcode for p in procs if p.exitcode != 0]
         if failed:
             log(f"tune: {len(failed)} of {settings.workers} workers exited with an error (codes {failed}); the study keeps their finished trials")
-    study = _study(settings, name, create=True)
+    study = _study(settings, name, settings.seed)
     return write_outputs(study, algo_name, family, family_options, settings)
 
 
