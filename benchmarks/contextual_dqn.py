@@ -49,6 +49,9 @@ FAMILIES = {
     "mountaincar": (("gravity",), {}, (-200.0, 0.0)),  # -1 per step, 200 steps at most
     # -(theta^2 + 0.1 thetadot^2 + 0.001 u^2) per step, at most pi^2 + 0.1 x 8^2 + 0.001 x 2^2 = 16.27, 200 steps
     "pendulum": (("length",), {"action_bins": 5}, (-200 * (np.pi**2 + 6.4 + 0.004), 0.0)),
+    # Box2D, stepped from the host (metarl.algos.host); its return has no tight bound: -300 (a fast crash scores
+    # about -100 to -600) to 300 (a landing about 200 to 300; 200 counts as solved), a scale, not bounds
+    "lunarlander": (("gravity",), {}, (-300.0, 300.0)),
 }
 MODES = ("hidden", "explicit", "learned", "predictor", "probing", "oracle")
 #: the oracle's evaluation contexts (indices into the 40): a hidden-context agent trained on each alone

@@ -499,47 +499,66 @@ class DQN(PerContextAlgorithm):
         return jnp.where(valid, loss, 0.0), jnp.where(valid, jnp.mean(reward), 0.0)
 
     # --- the update ---------------------------------------------------------------------------
+    def explore_step(self, params, eps):
+        """The behaviour policy of one stream: (carry, timestep, key) -> (action, carry, out), out
+        holding what the replay slot keeps besides the transition (the context the agent read,
+        its window, whether the probe acted)."""
+        agent, windowed = self.agent(), self.config.context_mode in WINDOW_MODES
+
+        def one(carry, timestep, key):
+            carry = agent.observe(carry, timestep)
+            inputs = agent.inputs(carry, timestep)
+            greedy = agent.greedy_action(params, carry, timestep)
+            k_explore, k_action = jax.random.split(key)
+            random = jax.random.randint(k_action, (), 0, self.env.num_actions, jnp.int32)
+            action = jnp.where(jax.random.uniform(k_explore) < eps, random, greedy)
+            out = {"context": inputs[1]}
+            if windowed:
+                out.update(window=carry[0], count=carry[1])
+            if agent.probing:
+                out["probe"] = agent.probe_now(carry)
+            return action, carry, out
+
+        return one
+
+    @staticmethod
+    def replay_record(obs, out, action, reward, next_obs, terminated):
+        """One replay slot's fields from a transition and `explore_step`'s `out`."""
+        return {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs, "terminated": terminated, **out}
+
     def _update(self, ts: DQNTrainState, key_pool, key_rollout, key_sample, key_probe):
         c = self.config
-        agent = self.agent()
         N, T = c.num_envs, c.train_every
-        steps_before = ts.update_step.astype(jnp.float32) * self.steps_per_update
-        eps = self.epsilon(steps_before)
-        params = ts.params
+        eps = self.epsilon(ts.update_step.astype(jnp.float32) * self.steps_per_update)
         streams = streams_lib.refresh_pool(ts.streams, self.env, key_pool)
-        windowed, probing = c.context_mode in WINDOW_MODES, agent.probing
-        predictor = c.context_mode in PREDICTOR_MODES
+        one = self.explore_step(ts.params, eps)
 
         def policy(carry, timestep, key, t):
-            def one(carry, timestep, key):
-                carry = agent.observe(carry, timestep)
-                inputs = agent.inputs(carry, timestep)
-                greedy = agent.greedy_action(params, carry, timestep)
-                k_explore, k_action = jax.random.split(key)
-                random = jax.random.randint(k_action, (), 0, self.env.num_actions, jnp.int32)
-                action = jnp.where(jax.random.uniform(k_explore) < eps, random, greedy)
-                out = {"context": inputs[1]}
-                if windowed:
-                    out.update(window=carry[0], count=carry[1])
-                if probing:
-                    out["probe"] = agent.probe_now(carry)
-                return action, carry, out
-
             return jax.vmap(one)(carry, timestep, jax.random.split(key, N))
 
         def record(s):
-            rec = {"obs": s.timestep.obs, "context": s.out["context"], "action": s.action, "reward": s.reward,
-                   "next_obs": s.next_timestep.outcome_obs, "terminated": s.info["terminated"]}
-            if windowed:
-                rec.update(window=s.out["window"], count=s.out["count"])
-            if probing:
-                rec["probe"] = s.out["probe"]
-            return rec
+            return self.replay_record(s.timestep.obs, s.out, s.action, s.reward, s.next_timestep.outcome_obs, s.info["terminated"])
 
         streams, batch, agent_carry, episodes_ended = streams_lib.collect(
             self.trial, streams, policy, record, jax.random.split(key_rollout, T), carry=ts.agent_carry
         )
         flat = jax.tree.map(lambda x: x.reshape((N * T,) + x.shape[2:]), batch)
+        new, metrics = self.learn(ts, flat, key_sample, key_probe)
+        metrics = {**metrics, "epsilon": eps, "episode_return": streams.last_return, "episodes_ended": episodes_ended}
+        return new.replace(streams=streams, agent_carry=agent_carry), metrics
+
+    def learn(self, ts: DQNTrainState, flat, key_sample, key_probe):
+        """The update's learning half, on one update's transitions `flat` {field: [num_envs x
+        train_every, ...]} (`replay_record`'s, in step order): write them into the replay buffer
+        (and the probe's ring), then, past `learning_starts`, the gradient steps and the target
+        network's move. -> (the train state, metrics). The host-stepped loop
+        (`metarl.algos.host`) calls it with transitions its Gymnasium environments made."""
+        c = self.config
+        agent = self.agent()
+        params = ts.params
+        windowed, probing = c.context_mode in WINDOW_MODES, agent.probing
+        predictor = c.context_mode in PREDICTOR_MODES
+        flat = dict(flat)
         probe_buffer = ts.probe_buffer
         if probing:
             is_probe = flat.pop("probe")
@@ -617,7 +636,6 @@ class DQN(PerContextAlgorithm):
         (params, opt_state, target_params), stats = jax.lax.cond(
             steps_after > c.learning_starts, learn, wait, (params, ts.opt_state, ts.target_params)
         )
-        metrics = {**stats, "epsilon": eps, "episode_return": streams.last_return, "episodes_ended": episodes_ended}
         new = ts.replace(params=params, opt_state=opt_state, target_params=target_params, buffer=buffer, buffer_pos=pos,
-                         buffer_size=size, streams=streams, agent_carry=agent_carry, probe_buffer=probe_buffer)
-        return new, metrics
+                         buffer_size=size, probe_buffer=probe_buffer)
+        return new, stats

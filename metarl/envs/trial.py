@@ -172,14 +172,17 @@ class Trial:
             index = state.trial_index + trial_done.astype(jnp.int32)
             new_task = _pick(pool, index)
             first_obs, first_env_state = self.env.reset(key_new, new_task)
-            first_ts = self._first_timestep(first_obs, new_task)
+            # outcome_obs stays what the last action led to: a learner bootstrapping through a
+            # truncation at the trial's end must see the state the episode was cut in
+            first_ts = self._first_timestep(first_obs, new_task).replace(outcome_obs=obs)
             pick_new = lambda a, b: jax.tree.map(lambda x, y: jnp.where(trial_done, x, y), a, b)  # noqa: E731
             next_ts = pick_new(first_ts, next_ts)
             next_state = TrialState(None, pick_new(first_env_state, next_env_state), next_ts, jnp.bool_(False), index)
         elif self.resample:
             # A new trial on a new task; the agent sees `first=True` and resets its memory.
             new_ts, new_state = self.reset(key_new)
-            new_state = new_state.replace(trial_index=state.trial_index + 1)
+            new_ts = new_ts.replace(outcome_obs=obs)  # as above: what the last action led to
+            new_state = new_state.replace(trial_index=state.trial_index + 1, timestep=new_ts)
             next_ts, next_state = jax.tree.map(
                 lambda x, y: jnp.where(trial_done, x, y), (new_ts, new_state), (next_ts, next_state)
             )

@@ -42,6 +42,7 @@ import numpy as np
 
 from metarl.errors import CheckpointError, ConfigError, MetarlError
 from metarl.run import checkpoint as ckpt
+from metarl.algos import host
 from metarl.run import evaluation, folder
 from metarl.run.settings import TRAIN_STREAM, TrainSettings, init_keys  # noqa: F401  (re-exported)
 
@@ -371,11 +372,17 @@ class _Run:
         try:
             if state is None:
                 state = init_states(algo, keys)
-            state = spread_seeds(algo, state, s.seeds)
             t0 = time.perf_counter()
-            compiled = run_chunk.lower(algo, state, jnp.int32(1)).compile()  # cached per algorithm and shapes
+            if host.is_host_stepped(algo.env):  # Box2D: Gymnasium environments stepped from here
+                compiled = host.HostChunk(algo, s.seeds, s.seed)
+                names = compiled.metric_names(state)
+            else:
+                state = spread_seeds(algo, state, s.seeds)
+                compiled = run_chunk.lower(algo, state, jnp.int32(1)).compile()  # cached per algorithm and shapes
+                names = None
             self.compile_seconds = time.perf_counter() - t0
-            self._check_compiled_memory(compiled)
+            if names is None:
+                self._check_compiled_memory(compiled)
         except Exception as error:
             if _is_oom(error):
                 raise _oom_error("while building the run", error) from None
@@ -384,7 +391,7 @@ class _Run:
         self.bar = _Progress(s.progress, self.total_updates * spu, self.done * spu, s.quiet)
         if s.resume:
             self.bar.log(f"resuming {self.out} at update {self.done:,} ({self.done * spu:,} env steps)")
-        self.names, self.check_keys = metric_names(algo, state_shape)
+        self.names, self.check_keys = names or metric_names(algo, state_shape)
         self.ret_key = next((k for k in self.names if "return" in k), None)
         self.writer = None
         if s.tensorboard:
