@@ -399,7 +399,8 @@ class _Run:
 
             purge = self.done * spu if s.resume and self.done > 0 else None
             self.writer = SummaryWriter(logdir=self.out, purge_step=purge, flush_secs=10)
-        self.bar.log(f"compiled {s.seeds} x {algo.name} update in {self.compile_seconds:.1f} s; {spu:,} env steps per update and seed")
+        how = "host-stepped (Gymnasium environments stepped from here)" if names else "update"
+        self.bar.log(f"compiled {s.seeds} x {algo.name} {how} in {self.compile_seconds:.1f} s; {spu:,} env steps per update and seed")
         self.state = state
         self.last_ckpt_time, self.last_ckpt_updates = time.monotonic(), self.done
         self.chunks, interrupted, self.last_means = 0, False, {}
