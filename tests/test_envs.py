@@ -15,13 +15,11 @@ from metarl.errors import ConfigError
 from metarl.eval import evaluate
 
 KEY = jax.random.PRNGKey(0)
-#: every family with a jitted step (lunarlander runs on the host: tests/test_lunarlander.py)
-JITTED = [n for n in envs.names() if not getattr(envs.family_class(n), "host_stepped", False)]
 
 
 # ---------------------------------------------------------------------------------------------
 # every registered family: reset/step under jit and vmap, shapes and spaces agree
-@pytest.mark.parametrize("name", JITTED)
+@pytest.mark.parametrize("name", envs.jitted_names())  # lunarlander: tests/test_lunarlander.py
 def test_every_family_resets_and_steps_under_jit_and_vmap(name):
     env = metarl.make(name)
     tasks = env.sample_tasks(KEY, 3)

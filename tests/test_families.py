@@ -23,8 +23,6 @@ SMALL = {
 }
 EPISODES = 4  #: vmapped episodes per family
 
-#: every family with a jitted step (lunarlander runs on the host: tests/test_lunarlander.py)
-JITTED = [n for n in envs.names() if not getattr(envs.family_class(n), "host_stepped", False)]
 
 
 
@@ -62,7 +60,7 @@ def _episode_runner(env):
     return jax.jit(jax.vmap(episode))
 
 
-@pytest.mark.parametrize("name", JITTED)
+@pytest.mark.parametrize("name", envs.jitted_names())  # lunarlander: tests/test_lunarlander.py
 def test_family_contract(name):
     env = envs.make(name, **SMALL.get(name, {}))
     chex.clear_trace_counter()

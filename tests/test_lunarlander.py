@@ -59,7 +59,7 @@ def test_the_context_sets_the_box2d_world_gravity_even_outside_gymnasiums_range(
     speeds = {}
     for g in (5.0, 10.0, 40.0):
         gym_env = env.make_gym()
-        env.set_context(gym_env, g)
+        env.set_context(gym_env, env.task_with(g))
         gym_env.reset(seed=3)
         assert tuple(gym_env.world.gravity) == pytest.approx((0.0, -g))
         v0 = None

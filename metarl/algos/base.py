@@ -249,7 +249,7 @@ class PerContextAlgorithm(Algorithm):
 
         if isinstance(tasks, int):
             tasks = self.env.sample_tasks(jax.random.fold_in(key, 1), tasks)
-        if getattr(self.env, "host_stepped", False):  # Box2D: episodes run in Gymnasium environments
+        if self.env.host_stepped:  # Box2D: episodes run in Gymnasium environments
             from metarl.algos import host
 
             return host.evaluate(self.agent(episodes, **agent_options), train_state.params, self.env, tasks, episodes, key)

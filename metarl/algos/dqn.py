@@ -442,6 +442,10 @@ class DQN(PerContextAlgorithm):
         linear = c.eps_start + (c.eps_end - c.eps_start) * steps / span  # then held at eps_end
         return jnp.maximum(linear, c.eps_end) if c.eps_end <= c.eps_start else jnp.minimum(linear, c.eps_end)
 
+    def update_epsilon(self, update_step: jax.Array) -> jax.Array:
+        """Epsilon during update `update_step` (from the env steps done before it)."""
+        return self.epsilon(update_step.astype(jnp.float32) * self.steps_per_update)
+
     # --- init -------------------------------------------------------------------------------------
     def _example(self):
         trial = self.trial
@@ -529,7 +533,7 @@ class DQN(PerContextAlgorithm):
     def _update(self, ts: DQNTrainState, key_pool, key_rollout, key_sample, key_probe):
         c = self.config
         N, T = c.num_envs, c.train_every
-        eps = self.epsilon(ts.update_step.astype(jnp.float32) * self.steps_per_update)
+        eps = self.update_epsilon(ts.update_step)
         streams = streams_lib.refresh_pool(ts.streams, self.env, key_pool)
         one = self.explore_step(ts.params, eps)
 

@@ -30,58 +30,60 @@ from metarl.envs.trial import TimeStep
 from metarl.errors import ConfigError
 
 
-def is_host_stepped(env: Any) -> bool:
-    return bool(getattr(env, "host_stepped", False))
+@functools.partial(jax.jit, static_argnums=0)
+def _sample(env, key):
+    """A fresh context of the family (its own `sample_task`) and its context vector."""
+    task = env.sample_task(key)
+    return task, env.context(task)
+
+
+def _row(tasks, j):
+    return jax.tree.map(lambda x: np.asarray(x)[j], tasks)
 
 
 class _Streams:
     """The host side of `rows` x `cols` Gymnasium environments, each on its own context, with what
-    their agents see (numpy [rows, cols, ...])."""
+    their agents see (numpy [rows, cols, ...]). Training (`tasks` None): every episode a context
+    uniformly from the family's training contexts (a fresh one from `sample_task` when it has none,
+    `contexts=0`); evaluation: column j always runs task j of `tasks`. Every
+    episode is its own trial (a per-context stream), so `done` and `episode_index` stay 0."""
 
-    def __init__(self, env, rows: int, cols: int, rng: np.random.Generator, gravity: np.ndarray | None = None):
-        self.env, self.rows, self.cols, self.rng = env, rows, cols, rng
+    def __init__(self, env, rows: int, cols: int, rng: np.random.Generator, tasks: Any = None):
+        self.env, self.rows, self.cols, self.rng, self.tasks = env, rows, cols, rng, tasks
         self.gyms = [[env.make_gym() for _ in range(cols)] for _ in range(rows)]
         shape = (rows, cols)
-        obs_shape = env.obs_shape
-        self.obs = np.zeros(shape + obs_shape, np.float32)
-        self.outcome = np.zeros(shape + obs_shape, np.float32)
+        self.obs = np.zeros(shape + env.obs_shape, np.float32)
+        self.outcome = np.zeros(shape + env.obs_shape, np.float32)
         self.prev_action = np.zeros(shape, np.int32)
         self.prev_reward = np.zeros(shape, np.float32)
-        self.done = np.zeros(shape, bool)
         self.first = np.ones(shape, bool)
         self.steps = np.zeros(shape, np.int32)
-        self.context = np.zeros(shape + (1,), np.float32)
-        self.gravity = np.zeros(shape, np.float64)
-        self.fixed = gravity  # evaluation: one context per column, every episode
-        self.train_gravity = None if gravity is not None else np.asarray(env.training_tasks().gravity, np.float64)
+        self.context = np.zeros(shape + (env.context_size,), np.float32)
         self.episode_return = np.zeros(shape, np.float64)
+        self.pool = env.training_tasks() if tasks is None and env.contexts else tasks
+        self.pool_context = None if self.pool is None else np.asarray(jax.vmap(env.context)(self.pool))
         for i in range(rows):
             for j in range(cols):
                 self._start(i, j, seed=int(rng.integers(0, 2**31 - 1)))
 
     def _start(self, i: int, j: int, seed: int | None = None) -> None:
-        if self.fixed is not None:
-            g = float(self.fixed[j])
-        elif self.env.contexts == 0:
-            low, high = self.env._range()
-            g = 10.0 * float(self.rng.uniform(low, high))
+        if self.pool is None:
+            task, context = jax.device_get(_sample(self.env, jax.random.PRNGKey(int(self.rng.integers(0, 2**31 - 1)))))
         else:
-            g = float(self.train_gravity[self.rng.integers(0, len(self.train_gravity))])
-        self.gravity[i, j] = g
-        self.env.set_context(self.gyms[i][j], g)
+            k = j if self.tasks is not None else int(self.rng.integers(0, len(self.pool_context)))
+            task, context = _row(self.pool, k), self.pool_context[k]
+        self.env.set_context(self.gyms[i][j], task)
         obs, _ = self.gyms[i][j].reset(seed=seed)
-        self.obs[i, j] = obs
-        self.outcome[i, j] = obs
+        self.obs[i, j] = self.outcome[i, j] = obs
         self.prev_action[i, j], self.prev_reward[i, j] = 0, 0.0
-        self.done[i, j], self.first[i, j] = False, True
-        self.steps[i, j] = 0
-        self.context[i, j, 0] = g / 10.0
+        self.first[i, j], self.steps[i, j] = True, 0
+        self.context[i, j] = context
         self.episode_return[i, j] = 0.0
 
     def timestep(self, explicit: bool) -> TimeStep:
         shape = (self.rows, self.cols)
         return TimeStep(
-            obs=self.obs, prev_action=self.prev_action, prev_reward=self.prev_reward, done=self.done,
+            obs=self.obs, prev_action=self.prev_action, prev_reward=self.prev_reward, done=np.zeros(shape, bool),
             episode_index=np.zeros(shape, np.int32), step_index=self.steps, first=self.first, outcome_obs=self.outcome,
             context=self.context if explicit else np.zeros(shape + (0,), np.float32),
         )
@@ -127,7 +129,7 @@ def _act(algo, params, update_step, key, t, carry, timestep):
     n = algo.config.num_envs
 
     def per_seed(params, update_step, key, carry, timestep):
-        eps = algo.epsilon(update_step.astype(jnp.float32) * algo.steps_per_update)
+        eps = algo.update_epsilon(update_step)
         key_rollout = jax.random.split(key, 1 + algo.update_keys)[2]  # the update's rollout key
         keys = jax.random.split(jax.random.fold_in(key_rollout, t), n)
         return jax.vmap(algo.explore_step(params, eps))(carry, timestep, keys)
@@ -144,7 +146,7 @@ def _learn(algo, state, batch, last_return, episodes_ended):
         _, _, key_sample, key_probe = keys
         flat = jax.tree.map(lambda x: x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:]), batch)  # step-major, as `collect`'s
         new, metrics = algo.learn(ts, flat, key_sample, key_probe)
-        metrics = {**metrics, "epsilon": algo.epsilon(ts.update_step.astype(jnp.float32) * algo.steps_per_update),
+        metrics = {**metrics, "epsilon": algo.update_epsilon(ts.update_step),
                    "episode_return": last_return, "episodes_ended": ended}
         new = new.replace(key=key, update_step=ts.update_step + 1)
         return new, {k: jnp.mean(jnp.asarray(v)).astype(jnp.float32) for k, v in metrics.items()}
@@ -201,8 +203,7 @@ class HostChunk:
                 obs, reward, terminated, outcome, ended, finished = self.streams.step(action)
                 self.last_return = np.where(ended, finished, self.last_return).astype(np.float32)
                 ended_count += ended.sum(axis=1)
-                records.append({"obs": obs, "action": action, "reward": reward, "next_obs": outcome, "terminated": terminated,
-                                **jax.device_get(out)})
+                records.append(algo.replay_record(obs, jax.device_get(out), action, reward, outcome, terminated))
             batch = {k: np.stack([r[k] for r in records], axis=1) for k in records[0]}  # [seeds, T, N, ...]
             state = state.replace(agent_carry=carry)
             state, metrics = _learn(algo, state, batch, self.last_return, ended_count)
@@ -213,16 +214,23 @@ class HostChunk:
                 sums[k] = sums.get(k, 0.0) + v
                 bad = ~np.isfinite(v) & (first_bad < 0) & ("loss" in k)
                 first_bad = np.where(bad, u, first_bad)
+        finite = np.asarray(_finite_params(state.params))  # as run_chunk checks them (here once per chunk)
+        first_bad = np.where(~finite & (first_bad < 0), int(num_updates) - 1, first_bad)
         return state, {k: jnp.asarray(v) for k, v in sums.items()}, jnp.asarray(first_bad)
+
+
+@jax.jit
+def _finite_params(params):
+    leaves = [x.reshape(x.shape[0], -1) for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x), axis=1) for x in leaves]), axis=0)
 
 
 def evaluate(agent, params, env, tasks, episodes: int, key: jax.Array, seed: int = 0) -> np.ndarray:
     """`agent` on `episodes` greedy episodes of each task (context) in `tasks` (stacked) of a
     host-stepped family: numpy [tasks, episodes] returns."""
-    gravity = np.asarray(tasks.gravity, np.float64).reshape(-1)
-    n = len(gravity)
+    n = env.check_tasks(tasks)
     rng = np.random.default_rng([int(seed), int(jax.random.randint(key, (), 0, 2**31 - 1))])
-    streams = _Streams(env, 1, n, rng, gravity=gravity)
+    streams = _Streams(env, 1, n, rng, tasks=tasks)
     explicit = bool(getattr(agent, "reads_context", False))
     act = jax.jit(jax.vmap(agent.act, in_axes=(None, 0, 0, 0)))
     carry = jax.vmap(agent.init)(jax.random.split(key, n))

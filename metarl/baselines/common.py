@@ -9,14 +9,10 @@ import jax.numpy as jnp
 
 from metarl.agents import Agent
 from metarl.baselines.registry import register
-from metarl.envs import family_class
-from metarl.envs import names as family_names
-
-#: every family the jitted evaluator runs (not the host-stepped ones: Box2D LunarLander)
-JITTED = [n for n in family_names() if not getattr(family_class(n), "host_stepped", False)]
+from metarl.envs import jitted_names
 
 
-@register(*JITTED)
+@register(*jitted_names())  # every family the jitted evaluator runs (not host-stepped lunarlander)
 @dataclasses.dataclass(frozen=True)
 class RandomAgent(Agent):
     """Uniformly random actions: over the actions (Discrete) or over the box (Box). Applies to

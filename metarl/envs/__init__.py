@@ -2,7 +2,7 @@
 
 from metarl.envs import bandit, contextual, dark_treasure_room, fixed_arm_bandit, gymnax_family, lunarlander, ray_maze, tabular_mdp  # noqa: F401  (registration)
 from metarl.envs.base import Environment
-from metarl.envs.registry import family_class, make, names, option_fields, register
+from metarl.envs.registry import family_class, jitted_names, make, names, option_fields, register
 from metarl.envs.trial import TimeStep, Trial, TrialState
 
-__all__ = ["Environment", "TimeStep", "Trial", "TrialState", "family_class", "make", "names", "option_fields", "register"]
+__all__ = ["Environment", "TimeStep", "Trial", "TrialState", "family_class", "jitted_names", "make", "names", "option_fields", "register"]

@@ -59,6 +59,9 @@ class Environment:
     name: ClassVar[str] = ""
     #: Whether an episode always lasts exactly `max_steps_in_episode` steps.
     fixed_horizon: ClassVar[bool] = True
+    #: Whether episodes run on the host (Gymnasium, Box2D) rather than in a jitted `step`
+    #: (`metarl.algos.host` trains and evaluates such a family).
+    host_stepped: ClassVar[bool] = False
 
     # --- static shape information -------------------------------------------------------------
     @property

@@ -134,9 +134,9 @@ class LunarLanderContexts(Environment):
         return _box2d_lander()()
 
     @staticmethod
-    def set_context(gym_env: Any, gravity: float) -> None:
-        """The context for the next `reset` (which builds the Box2D world with it)."""
-        gym_env.gravity = -float(gravity)
+    def set_context(gym_env: Any, task: LunarParams) -> None:
+        """Task `task`'s context for the next `reset` (which builds the Box2D world with it)."""
+        gym_env.gravity = -float(task.gravity)
 
     # --- the jitted API: shapes only ----------------------------------------------------------------
     def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, Any]:

@@ -26,6 +26,11 @@ def names() -> list[str]:
     return sorted(_FAMILIES)
 
 
+def jitted_names() -> list[str]:
+    """The families whose `step` runs under jit (every one but the host-stepped, e.g. lunarlander)."""
+    return [n for n in names() if not _FAMILIES[n].host_stepped]
+
+
 def family_class(name: str) -> type[Environment]:
     if name not in _FAMILIES:
         raise ConfigError(f"unknown task family {name!r}; valid names: {', '.join(names())}")

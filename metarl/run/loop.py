@@ -373,15 +373,14 @@ class _Run:
             if state is None:
                 state = init_states(algo, keys)
             t0 = time.perf_counter()
-            if host.is_host_stepped(algo.env):  # Box2D: Gymnasium environments stepped from here
+            host_stepped = algo.env.host_stepped  # Box2D: Gymnasium environments stepped from here
+            if host_stepped:
                 compiled = host.HostChunk(algo, s.seeds, s.seed)
-                names = compiled.metric_names(state)
             else:
                 state = spread_seeds(algo, state, s.seeds)
                 compiled = run_chunk.lower(algo, state, jnp.int32(1)).compile()  # cached per algorithm and shapes
-                names = None
             self.compile_seconds = time.perf_counter() - t0
-            if names is None:
+            if not host_stepped:
                 self._check_compiled_memory(compiled)
         except Exception as error:
             if _is_oom(error):
@@ -391,7 +390,7 @@ class _Run:
         self.bar = _Progress(s.progress, self.total_updates * spu, self.done * spu, s.quiet)
         if s.resume:
             self.bar.log(f"resuming {self.out} at update {self.done:,} ({self.done * spu:,} env steps)")
-        self.names, self.check_keys = names or metric_names(algo, state_shape)
+        self.names, self.check_keys = compiled.metric_names(state) if host_stepped else metric_names(algo, state_shape)
         self.ret_key = next((k for k in self.names if "return" in k), None)
         self.writer = None
         if s.tensorboard:
@@ -399,7 +398,7 @@ class _Run:
 
             purge = self.done * spu if s.resume and self.done > 0 else None
             self.writer = SummaryWriter(logdir=self.out, purge_step=purge, flush_secs=10)
-        how = "host-stepped (Gymnasium environments stepped from here)" if names else "update"
+        how = "host-stepped (Gymnasium environments stepped from here)" if host_stepped else "update"
         self.bar.log(f"compiled {s.seeds} x {algo.name} {how} in {self.compile_seconds:.1f} s; {spu:,} env steps per update and seed")
         self.state = state
         self.last_ckpt_time, self.last_ckpt_updates = time.monotonic(), self.done
