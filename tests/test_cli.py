@@ -193,6 +193,7 @@ def test_train_defaults_to_the_algorithms_preset_for_the_setting(capsys, monkeyp
     assert code == 0 and "preset 'pendulum'" in out and "--episodes INT" not in out  # episodes belong to in-context algorithms
 
 
+@pytest.mark.slow  # two First-Explore compilations, 30-45 s
 def test_first_explore_schedule_spans_the_runs_steps(capsys, tmp_path):
     # 4 tasks x 2 episodes x 2 (explore + exploit) x 1 step = 16 env steps per update; 40 steps -> 3 updates
     common = ["train", "first-explore", "fixed-arm-bandit", "--arms", "2", "--episodes", "2", "--preset", "fast",

@@ -60,7 +60,8 @@ def _episode_runner(env):
     return jax.jit(jax.vmap(episode))
 
 
-@pytest.mark.parametrize("name", envs.jitted_names())  # lunarlander: tests/test_lunarlander.py
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "ray-maze" else n  # ray-maze: 30 s, its own tests cover it
+                                  for n in envs.jitted_names()])  # lunarlander: tests/test_lunarlander.py
 def test_family_contract(name):
     env = envs.make(name, **SMALL.get(name, {}))
     chex.clear_trace_counter()

@@ -197,11 +197,12 @@ def test_rollout_epsilon_mixes_uniform_actions_into_the_sampling_logits():
     params = jax.tree.map(lambda x: x * 50.0, params)  # a far-from-uniform policy
     task = env.sample_task(jax.random.PRNGKey(1))
     key = jax.random.PRNGKey(2)
-    plain = algo.rollout_task(params, task, key, jnp.float32(1.0))["explore"]["sample_logits"]
+    logits = jax.jit(lambda eps: algo.rollout_task(params, task, key, jnp.float32(1.0), epsilon=eps)["explore"]["sample_logits"])
+    plain = algo.rollout_task(params, task, key, jnp.float32(1.0))["explore"]["sample_logits"]  # epsilon 0: no mixture
     assert np.ptp(np.asarray(plain), axis=-1).max() > 1.0
-    uniform = algo.rollout_task(params, task, key, jnp.float32(1.0), epsilon=1.0)["explore"]["sample_logits"]
+    uniform = logits(1.0)
     np.testing.assert_allclose(uniform, np.log(1 / 3), rtol=1e-6)
-    mixed = algo.rollout_task(params, task, key, jnp.float32(1.0), epsilon=0.25)["explore"]["sample_logits"]
+    mixed = logits(0.25)
     # the first explore episode has no context, so its logits do not depend on earlier actions
     expected = np.log(0.75 * np.asarray(jax.nn.softmax(plain[0])) + 0.25 / 3)
     np.testing.assert_allclose(mixed[0], expected, rtol=1e-5, atol=1e-6)

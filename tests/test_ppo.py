@@ -78,7 +78,87 @@ def test_explicit_context_mode_feeds_the_tasks_context_to_the_policy():
     # the policy acts on the context: the same observation under two contexts gives two outputs
     agent, params = algo.agent(), jax.tree.map(lambda x: x[0], state.params)
     obs = jnp.zeros((4,))
-    out_a, _ = agent.network.apply(params, agent.inputs(obs, jnp.array([1.0, 1.0])))
-    out_b, _ = agent.network.apply(params, agent.inputs(obs, jnp.array([2.0, 0.5])))
+    out_a, _ = agent.network.apply(params, agent.features(obs, jnp.array([1.0, 1.0])))
+    out_b, _ = agent.network.apply(params, agent.features(obs, jnp.array([2.0, 0.5])))
     assert float(jnp.abs(out_a - out_b).max()) > 0
     assert not algos.make("ppo", env).agent().reads_context
+
+
+def _window_net(predictor):
+    from metarl.algos.ppo import EncodedActorCritic
+
+    return EncodedActorCritic(2, True, (8,), "tanh", (4,), 2, "mean", (4,) if predictor else None)
+
+
+def test_ppo_learned_encoder_gets_gradients_from_the_ppo_loss_and_the_predictor_only_from_prediction():
+    obs, window = jnp.ones((3, 4)), jax.random.normal(jax.random.PRNGKey(1), (3, 5, 10))
+    mask = jnp.arange(5)[None] >= jnp.array([[2], [4], [0]])  # 3, 1 and 5 valid rows
+    learned, predictor = _window_net(False), _window_net(True)
+    params = learned.init(jax.random.PRNGKey(0), obs, window, mask)
+
+    def norms(grads, prefix):
+        return [float(jnp.abs(g).sum()) for name, layer in grads["params"].items() if name.startswith(prefix) for g in jax.tree.leaves(layer)]
+
+    def rl_loss(p, net):  # a policy-and-value loss: what PPO's loss reads of the network
+        out, value = net.apply(p, obs, window, mask)[:2]
+        return jnp.sum(jax.nn.log_softmax(out)[:, 0]) + jnp.sum(jnp.square(value - 1.0))
+
+    grads = jax.grad(rl_loss)(params, learned)
+    assert norms(grads, "encoder") and all(n > 0 for n in norms(grads, "encoder"))  # JRPL: trained through the RL loss
+    # the invalid rows do not reach the encoding: changing them changes nothing
+    other = window.at[0, :2].set(100.0).at[1, :4].set(-7.0)
+    np.testing.assert_allclose(learned.apply(params, obs, other, mask)[0], learned.apply(params, obs, window, mask)[0], rtol=1e-6)
+
+    action = jax.nn.one_hot(jnp.array([0, 1, 1]), 2)
+    p_params = predictor.init(jax.random.PRNGKey(0), obs, window, mask, action)
+    rl = jax.grad(lambda p: rl_loss(p, predictor))(p_params)
+    assert all(n == 0 for n in norms(rl, "encoder") + norms(rl, "predictor"))  # IIDA: the RL loss does not reach the encoder
+    pred = jax.grad(lambda p: jnp.sum(jnp.square(predictor.apply(p, obs, window, mask, action)[2] - 1.0)))(p_params)
+    assert all(n > 0 for n in norms(pred, "encoder") + norms(pred, "predictor"))
+    assert all(float(jnp.abs(g).sum()) == 0 for g in jax.tree.leaves(pred["params"]["actor_critic"]))
+
+
+def test_ppo_window_holds_the_trials_transitions_and_empties_on_a_new_context():
+    env = metarl.make("cartpole", factors="length", contexts=4)
+    agent = algos.make("ppo", env, context_mode="learned", history=3).agent()
+    trial = algos.make("ppo", env, context_mode="learned").trial
+    carry = agent.init(jax.random.PRNGKey(0))
+    timestep, state = trial.reset(jax.random.PRNGKey(0), env.sample_task(jax.random.PRNGKey(1)))
+    carry = agent.observe(carry, timestep)
+    assert int(carry[1]) == 0  # the trial's first step: nothing seen yet
+    rows = []
+    for t, action in enumerate([1, 0, 1, 1]):
+        prev = timestep.obs
+        timestep, state, _ = trial.step(jax.random.PRNGKey(t), state, jnp.int32(action))[:3]
+        carry = agent.observe(carry, timestep)
+        rows.append(np.concatenate([prev, np.eye(2)[action], timestep.outcome_obs]))
+    window, count, _ = carry
+    assert int(count) == 3 and window.shape == (3, 2 * 4 + 2)
+    np.testing.assert_allclose(window, np.stack(rows[-3:]), rtol=1e-6)  # the newest three, oldest first
+    fresh, _ = trial.reset(jax.random.PRNGKey(5), env.sample_task(jax.random.PRNGKey(2)))
+    assert int(agent.observe(carry, fresh)[1]) == 0 and float(jnp.abs(agent.observe(carry, fresh)[0]).sum()) == 0
+
+
+def test_ppo_learned_and_predictor_modes_train_their_encoders_in_the_update():
+    env = metarl.make("cartpole", factors="length", contexts=8)
+    for mode, moved in (("learned", ("encoder_0", "encoder_out")), ("predictor", ("encoder_0", "encoder_out", "predictor_0", "predictor_out"))):
+        algo = algos.make("ppo", env, context_mode=mode, num_envs=2, num_steps=16, minibatches=2, epochs=1, history=8)
+        state = init_states(algo, init_keys(0, 1))
+        before = jax.tree.map(np.asarray, state.params["params"])  # run_chunk donates the state
+        state, sums, bad = run_chunk(algo, state, jnp.int32(3))
+        assert int(bad[0]) == -1
+        assert state.agent_carry[0].shape == (1, 2, 8, 2 * 4 + 2)  # each stream's window, carried between updates
+        after = state.params["params"]
+        for name in moved + ("actor_critic",):
+            diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(after[name]), jax.tree.leaves(before[name])))
+            assert diff > 0, (mode, name)
+        assert (mode == "predictor") == ("prediction_loss" in sums)
+
+
+def test_ppo_rejects_the_probing_mode_clearly():
+    import pytest
+
+    from metarl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="probing is DQN's alone"):
+        algos.make("ppo", CARTPOLE, context_mode="probing")

@@ -146,7 +146,7 @@ def test_after_one_goal_no_other_goal_pays_in_the_episode():
     assert rewards == [1.0, 0.0, 0.0]
 
 
-@pytest.mark.parametrize("bad_reward, mean", [(-1.0, 0.3 - 0.7), (0.0, 0.3)])
+@pytest.mark.parametrize("bad_reward, mean", [(-1.0, 0.3 - 0.7), pytest.param(0.0, 0.3, marks=pytest.mark.slow)])
 def test_goal_values_have_the_right_probabilities(bad_reward, mean):
     env = metarl.make("ray-maze", bad_reward=bad_reward)
     tasks = env.sample_tasks(KEY, 4000)

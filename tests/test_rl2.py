@@ -196,6 +196,7 @@ def small():
     return algo, jax.jit(algo.update)
 
 
+@pytest.mark.slow  # 30-45 s; the vmapped update is exercised by every multi-seed run test
 def test_vmap_over_seeds_matches_separate_runs(small):
     algo, update = small
     keys = jax.random.split(jax.random.key(5), 2)

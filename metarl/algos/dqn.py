@@ -148,6 +148,18 @@ def dense(width: int, fan_in: int, init: str, name: str) -> nn.Dense:
     return nn.Dense(width, kernel_init=uniform, bias_init=uniform, name=name)
 
 
+def pool_encodings(z, mask, pooling: str):
+    """The encoded transitions z [..., H, D] pooled over the valid rows (mask [..., H]): their mean
+    [..., D], or mean and std [..., 2 D] (`pooling="mean_std"`); zeros where no row is valid."""
+    m = mask.astype(jnp.float32)[..., None]
+    count = jnp.maximum(m.sum(-2), 1.0)
+    mean = (z * m).sum(-2) / count
+    if pooling != "mean_std":
+        return mean
+    var = (jnp.square(z - mean[..., None, :]) * m).sum(-2) / count
+    return jnp.concatenate([mean, jnp.sqrt(var + 1e-6)], axis=-1)
+
+
 class QNetwork(nn.Module):
     """[observation, context features] -> Q-values [A]; with `encoder` set, a JRPL encoder of the
     transition window [..., H, F] (mask [..., H]) gives the context features. With `predictor`
@@ -171,13 +183,7 @@ class QNetwork(nn.Module):
             for i, width in enumerate(self.encoder):
                 h = nn.relu(dense(width, h.shape[-1], self.weight_init, f"encoder_{i}")(h))
             z = dense(self.encoder_dim, h.shape[-1], self.weight_init, "encoder_out")(h)  # [..., H, D]
-            m = mask.astype(jnp.float32)[..., None]
-            count = jnp.maximum(m.sum(-2), 1.0)
-            mean = (z * m).sum(-2) / count
-            encoding.append(mean)
-            if self.pooling == "mean_std":
-                var = (jnp.square(z - mean[..., None, :]) * m).sum(-2) / count
-                encoding.append(jnp.sqrt(var + 1e-6))
+            encoding.append(pool_encodings(z, mask, self.pooling))
         encoding = jnp.concatenate(encoding, axis=-1) if encoding else None
         if encoding is not None:
             parts.append(jax.lax.stop_gradient(encoding) if self.predictor is not None else encoding)

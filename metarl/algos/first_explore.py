@@ -417,7 +417,7 @@ class FirstExplore(InContextAlgorithm):
             explore_logits, exploit_logits, cache = step(net, params, cache, _one(token), index[None], mask)
             logits = (explore_logits if use_explore else exploit_logits)[0]
             sample_logits = logits * temperature
-            if epsilon > 0:  # act uniformly at random w.p. epsilon; the loss sees the mixture's logits
+            if not (isinstance(epsilon, (int, float)) and epsilon == 0):  # w.p. epsilon (a number or traced) act uniformly; the loss sees the mixture's logits
                 mixture = (1.0 - epsilon) * jax.nn.softmax(sample_logits) + epsilon / sample_logits.shape[-1]
                 sample_logits = jnp.log(mixture)
             action = jnp.argmax(logits) if greedy else jax.random.categorical(key_act, sample_logits)

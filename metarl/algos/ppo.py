@@ -18,10 +18,16 @@ Adam 2.5e-4 eps 1e-5 annealed to 0, clip 0.2, entropy 0.01, value 0.5, gamma 0.9
 global-norm clip 0.5, tanh 64x64, advantages standardised per minibatch). Presets: "pendulum"
 (RL Zoo's tuned Pendulum-v1 PPO without gSDE: gamma 0.9, 10 epochs, lr 1e-3, ...).
 
-Context modes (`context_mode`): "hidden" (the policy reads the observation alone) or "explicit"
+Context modes (`context_mode`): "hidden" (the policy reads the observation alone), "explicit"
 (the task's context vector, each factor's multiplier of its default for the contextual families,
-appended to the observation in training and at test). The learned (JRPL) and predictor (IIDA)
-encoders are DQN's (`algos.dqn`), not yet PPO's.
+appended to the observation in training and at test), "learned" (JRPL: an encoder MLP
+`encoder_hidden` -> `encoder_dim` of each of the last `history` transitions (s, a, s') of the
+current context, mean- (or mean-and-std-) pooled and appended to the observation of both the policy
+and the value MLP, trained through the PPO loss alone) and "predictor" (IIDA: the same encoder and
+window, trained only by a next-state predictor (s, a, z) -> s' - s on each update's on-policy
+transitions, the policy and value reading z with its gradient stopped). The window is DQN's
+(`algos.dqn`): it empties when a new trial (a new context) starts and keeps the last `history`
+transitions. The probing (EPI) mode is DQN's alone.
 
 The evaluation hook returns the return of each held-out context: `evaluate(train_state, key,
 tasks)` -> [tasks, episodes] returns of the greedy (mean) policy.
@@ -30,8 +36,9 @@ tasks)` -> [tasks, episodes] returns of the greedy (mean) policy.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,16 +48,18 @@ from flax import struct
 from metarl.agents import Agent
 from metarl.algos import streams as streams_lib
 from metarl.algos.base import PerContextAlgorithm, TrainState, adamw, agent_from_config, check_ppo_settings, register, sample_or_greedy
+from metarl.algos.dqn import POOLINGS, pool_encodings, prediction_error, push, window_mask
 from metarl.algos.streams import Streams
-from metarl.envs.trial import Trial
+from metarl.envs.trial import TimeStep, Trial, prev_action_features
 from metarl.errors import check, check_float, check_int
-from metarl.nets.mlp import ACTIVATIONS, MLPActorCritic, log_std
+from metarl.nets.mlp import ACTIVATIONS, MLPActorCritic
 from metarl.ops.gae import generalized_advantage_estimation
 from metarl.ops.ppo import clipped_value_loss, ppo_clipped_policy_loss
 
 
 
-CONTEXT_MODES = ("hidden", "explicit")
+CONTEXT_MODES = ("hidden", "explicit", "learned", "predictor")
+WINDOW_MODES = ("learned", "predictor")  #: the modes that encode a window of transitions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,12 +84,27 @@ class PPOConfig:
     hidden: tuple[int, ...] = (64, 64)  #: widths of the policy and the value MLPs' hidden layers
     activation: str = "tanh"  #: "tanh" or "relu"
     init_log_std: float = 0.0  #: initial log-std of a Gaussian policy (Box actions)
-    context_mode: str = "hidden"  #: "hidden" (observation only) or "explicit" (the task's context appended)
+    context_mode: str = "hidden"  #: "hidden", "explicit" (the task's context appended), "learned" (JRPL) or "predictor" (IIDA)
+    encoder_hidden: tuple[int, ...] = (16, 16)  #: the learned context encoder's hidden widths (learned, predictor)
+    encoder_dim: int = 2  #: the learned context's size per transition
+    history: int = 20  #: transitions the learned context is pooled over
+    pooling: str = "mean"  #: "mean" or "mean_std" pooling of the encoded transitions
+    predictor_hidden: tuple[int, ...] = (16, 16)  #: the predictor mode's next-state model's hidden widths
+    prediction_coef: float = 1.0  #: weight of the predictor mode's prediction loss beside the PPO loss
 
     def __post_init__(self):
         o = "ppo"
         check(self.context_mode in CONTEXT_MODES,
-              f"{o}: context_mode must be one of {', '.join(CONTEXT_MODES)}, got {self.context_mode!r}", "context_mode")
+              f"{o}: context_mode must be one of {', '.join(CONTEXT_MODES)}, got {self.context_mode!r}"
+              + (" (probing is DQN's alone)" if self.context_mode == "probing" else ""), "context_mode")
+        check(self.pooling in POOLINGS, f"{o}: pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}", "pooling")
+        check_int(o, "encoder_dim", self.encoder_dim, low=1, high=4096)
+        check_int(o, "history", self.history, low=1, high=100_000)
+        check_float(o, "prediction_coef", self.prediction_coef, low=0.0, low_open=True)
+        for name in ("encoder_hidden", "predictor_hidden"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+            for width in getattr(self, name):
+                check_int(o, name, width, low=1, high=65536)
         for name in ("num_envs", "num_steps", "epochs", "minibatches"):
             check_int(o, name, getattr(self, name), low=1)
         check((self.num_envs * self.num_steps) % self.minibatches == 0,
@@ -106,11 +130,54 @@ PRESETS: dict[str, PPOConfig] = {
 }
 
 
+class EncodedActorCritic(nn.Module):
+    """The learned and predictor modes' network: a JRPL encoder of the transition window [..., H,
+    W] (mask [..., H]), pooled, appended to the observation of `MLPActorCritic` (its parameters
+    under "actor_critic", so the log-std stays at ["params"]["actor_critic"]["log_std"]). With
+    `predictor` set (IIDA), the policy and value read the encoding with its gradient stopped, and
+    `predict_action` (the action's features [..., A]) also returns the predicted s' - s from (s, a,
+    encoding): (out, value, prediction)."""
+
+    action_dim: int
+    discrete: bool
+    hidden: tuple[int, ...]
+    activation: str
+    encoder: tuple[int, ...]
+    encoder_dim: int
+    pooling: str
+    predictor: tuple[int, ...] | None = None
+
+    @nn.compact
+    def __call__(self, obs, window, mask, predict_action=None):
+        obs = obs.astype(jnp.float32)
+        h = window.astype(jnp.float32)
+        for i, width in enumerate(self.encoder):
+            h = nn.relu(nn.Dense(width, name=f"encoder_{i}")(h))
+        encoding = pool_encodings(nn.Dense(self.encoder_dim, name="encoder_out")(h), mask, self.pooling)
+        read = jax.lax.stop_gradient(encoding) if self.predictor is not None else encoding
+        actor_critic = MLPActorCritic(self.action_dim, self.discrete, self.hidden, self.activation, name="actor_critic")
+        out, value = actor_critic(jnp.concatenate([obs, read], axis=-1))
+        if predict_action is None:
+            return out, value
+        p = jnp.concatenate([obs, predict_action.astype(jnp.float32), encoding], axis=-1)
+        for i, width in enumerate(self.predictor):
+            p = nn.relu(nn.Dense(width, name=f"predictor_{i}")(p))
+        return out, value, nn.Dense(obs.shape[-1], name="predictor_out")(p)
+
+
+def policy_log_std(params):
+    """The Gaussian policy's log-std, in either network's parameters."""
+    inner = params["params"]
+    return inner["actor_critic"]["log_std"] if "actor_critic" in inner else inner["log_std"]
+
+
 @struct.dataclass
 class PPOTrainState(TrainState):
-    """The common fields and the environment streams, carried from update to update."""
+    """The common fields, the environment streams and the agents' carries (the learned context's
+    windows), carried from update to update."""
 
     streams: Streams = None  #: the environment streams (`algos.streams`)
+    agent_carry: Any = ()  #: each stream's agent carry (learned, predictor: window, valid rows, last observation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,31 +191,77 @@ class PPOAgent(Agent):
     activation: str = "tanh"
     greedy: bool = True
     context_mode: str = "hidden"
+    encoder_hidden: tuple[int, ...] = (16, 16)
+    encoder_dim: int = 2
+    history: int = 20
+    pooling: str = "mean"
+    predictor_hidden: tuple[int, ...] = (16, 16)
 
     @property
     def reads_context(self) -> bool:  # an explicit-context agent sees TimeStep.context
         return self.context_mode == "explicit"
 
     @property
-    def network(self) -> MLPActorCritic:
-        return MLPActorCritic(self.env.action_size, self.env.discrete, tuple(self.hidden), self.activation)
+    def uses_window(self) -> bool:  # the learned and predictor modes encode transitions
+        return self.context_mode in WINDOW_MODES
 
-    def inputs(self, obs, context):
-        """The network's input: the observation, with the context appended in the explicit mode."""
+    @property
+    def network(self) -> nn.Module:
+        if not self.uses_window:
+            return MLPActorCritic(self.env.action_size, self.env.discrete, tuple(self.hidden), self.activation)
+        return EncodedActorCritic(self.env.action_size, self.env.discrete, tuple(self.hidden), self.activation,
+                                  tuple(self.encoder_hidden), self.encoder_dim, self.pooling,
+                                  tuple(self.predictor_hidden) if self.context_mode == "predictor" else None)
+
+    def features(self, obs, context):
+        """The observation, with the context appended in the explicit mode."""
         obs = obs.astype(jnp.float32)
         if self.context_mode != "explicit":
             return obs
         return jnp.concatenate([obs, jnp.broadcast_to(context, obs.shape[:-1] + context.shape[-1:]).astype(jnp.float32)], axis=-1)
 
+    @property
+    def window_width(self) -> int:
+        return 2 * int(self.env.obs_shape[0]) + self.env.action_size
+
+    def action_features(self, action):
+        """An action as the window and the predictor read it: one-hot (Discrete) or the vector (Box)."""
+        if self.env.discrete:
+            return jax.nn.one_hot(action, self.env.num_actions, dtype=jnp.float32)
+        return action.reshape(action.shape[:action.ndim - len(self.env.action_shape)] + (-1,)).astype(jnp.float32)
+
     def init(self, key):
-        return ()
+        if not self.uses_window:
+            return ()
+        return (jnp.zeros((self.history, self.window_width), jnp.float32), jnp.int32(0), jnp.zeros(self.env.obs_shape, jnp.float32))
+
+    def observe(self, carry, timestep: TimeStep):
+        """One stream's carry with the transition that led to `timestep` pushed into the window (the
+        previous observation, the action taken, `outcome_obs`); a new trial (a new context) empties it."""
+        if not self.uses_window:
+            return carry
+        window, count, last_obs = carry
+        features = jnp.concatenate([last_obs, prev_action_features(timestep, self.env), timestep.outcome_obs.astype(jnp.float32)], axis=-1)
+        pushed, pushed_count = push(window, count, features)
+        window = jnp.where(timestep.first, jnp.zeros_like(window), pushed)
+        count = jnp.where(timestep.first, 0, pushed_count)
+        return window, count, timestep.obs.astype(jnp.float32)
+
+    def inputs(self, carry, timestep: TimeStep) -> tuple:
+        """The network's inputs at `timestep` (after `observe`): (features,) or (features, window, mask)."""
+        x = self.features(timestep.obs, timestep.context)
+        if not self.uses_window:
+            return (x,)
+        window, count, _ = carry
+        return x, window, window_mask(count, self.history)
 
     def act(self, params, carry, timestep, key):
-        out, _ = self.network.apply(params, self.inputs(timestep.obs, timestep.context))
+        carry = self.observe(carry, timestep)
+        out, _ = self.network.apply(params, *self.inputs(carry, timestep))
         if self.env.discrete:
             return sample_or_greedy(key, out, self.greedy), carry
         space = self.env.action_space()
-        sample = out if self.greedy else out + jnp.exp(log_std(params)) * jax.random.normal(key, out.shape)
+        sample = out if self.greedy else out + jnp.exp(policy_log_std(params)) * jax.random.normal(key, out.shape)
         return jnp.clip(sample, space.low, space.high).reshape(self.env.action_shape), carry
 
 
@@ -199,7 +312,9 @@ class PPO(PerContextAlgorithm):
 
     def init_params(self, key_params, key_env):
         timestep, _ = self.trial.reset(jax.random.PRNGKey(0), self.env.sample_task(jax.random.PRNGKey(0)))
-        params = self.network.init(key_params, self.agent().inputs(timestep.obs, timestep.context))
+        agent = self.agent()
+        predict = (jnp.zeros((self.env.action_size,), jnp.float32),) if self.config.context_mode == "predictor" else ()
+        params = self.network.init(key_params, *agent.inputs(agent.init(key_params), timestep), *predict)
         if not self.env.discrete:
             params = jax.tree_util.tree_map_with_path(
                 lambda p, x: jnp.full_like(x, self.config.init_log_std) if getattr(p[-1], "key", None) == "log_std" else x, params
@@ -207,10 +322,11 @@ class PPO(PerContextAlgorithm):
         return params
 
     def init_extra(self, params, key_params, key_env):
-        return {"streams": streams_lib.init_streams(self.trial, self.config.num_envs, key_env)}
+        carry = jax.vmap(self.agent().init)(jax.random.split(key_params, self.config.num_envs))
+        return {"streams": streams_lib.init_streams(self.trial, self.config.num_envs, key_env), "agent_carry": carry}
 
-    def _policy(self, params, obs):
-        out, value = self.network.apply(params, obs)
+    def _policy(self, params, inputs):
+        out, value = self.network.apply(params, *inputs)
         return out, value
 
     def _sample(self, params, out, key):
@@ -218,7 +334,7 @@ class PPO(PerContextAlgorithm):
             action = jax.random.categorical(key, out).astype(jnp.int32)
             logp = jnp.take_along_axis(jax.nn.log_softmax(out), action[..., None], axis=-1)[..., 0]
             return action, action, logp
-        std_log = log_std(params)
+        std_log = policy_log_std(params)
         raw = out + jnp.exp(std_log) * jax.random.normal(key, out.shape)
         space = self.env.action_space()
         return raw, jnp.clip(raw, space.low, space.high), gaussian_log_prob(raw, out, std_log)
@@ -228,7 +344,7 @@ class PPO(PerContextAlgorithm):
             logp_all = jax.nn.log_softmax(out)
             logp = jnp.take_along_axis(logp_all, action[..., None], axis=-1)[..., 0]
             return logp, -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
-        std_log = log_std(params)
+        std_log = policy_log_std(params)
         entropy = jnp.sum(std_log + 0.5 * np.log(2 * np.pi * np.e)) * jnp.ones(out.shape[:-1])
         return gaussian_log_prob(action, out, std_log), entropy
 
@@ -238,16 +354,20 @@ class PPO(PerContextAlgorithm):
         params = ts.params
         streams = streams_lib.refresh_pool(ts.streams, self.env, key_pool)
 
-        inputs = self.agent().inputs
+        agent = self.agent()
+        windowed, predictor = agent.uses_window, c.context_mode == "predictor"
 
         def policy(carry, timestep, key, t):
-            out, value = self._policy(params, inputs(timestep.obs, timestep.context))
+            carry = jax.vmap(agent.observe)(carry, timestep)
+            inputs = jax.vmap(agent.inputs)(carry, timestep)
+            out, value = self._policy(params, inputs)
             raw, action, logp = self._sample(params, out, key)
-            return action, carry, {"raw": raw, "logp": logp, "value": value}
+            extra = {"window": carry[0], "count": carry[1], "action": action} if windowed else {}
+            return action, carry, {"raw": raw, "logp": logp, "value": value, **extra}
 
         def record(s):
-            return {
-                "obs": inputs(s.timestep.obs, s.timestep.context),
+            row = {
+                "obs": agent.features(s.timestep.obs, s.timestep.context),
                 "raw": s.out["raw"],
                 "logp": s.out["logp"],
                 "value": s.out["value"],
@@ -255,11 +375,28 @@ class PPO(PerContextAlgorithm):
                 "terminated": s.info["terminated"],
                 "truncated": s.info["truncated"],
                 # the true next state (before auto-reset), in the context it was reached in
-                "next_obs": inputs(s.next_timestep.outcome_obs, s.timestep.context),
+                "next_obs": agent.features(s.next_timestep.outcome_obs, s.timestep.context),
             }
+            if windowed:
+                row.update(window=s.out["window"], count=s.out["count"], action=agent.action_features(s.out["action"]))
+            return row
 
-        streams, batch, _, episodes_ended = streams_lib.collect(self.trial, streams, policy, record, jax.random.split(key_rollout, T))
-        _, v_next = self._policy(params, batch["next_obs"])  # [T, N]
+        streams, batch, agent_carry, episodes_ended = streams_lib.collect(
+            self.trial, streams, policy, record, jax.random.split(key_rollout, T), carry=ts.agent_carry)
+        mask_of = jax.vmap(window_mask, in_axes=(0, None))
+
+        def net_inputs(obs, window, count):
+            """[K, ...] rows' network inputs."""
+            return (obs,) if not windowed else (obs, window, mask_of(count, agent.history))
+
+        if windowed:  # the window at s' also holds (s, a, s')
+            flat_bt = jax.tree.map(lambda x: x.reshape((T * N,) + x.shape[2:]), batch)
+            features = jnp.concatenate([flat_bt["obs"], flat_bt["action"], flat_bt["next_obs"]], axis=-1)
+            next_window, next_count = jax.vmap(push)(flat_bt["window"], flat_bt["count"], features)
+            _, v_next = self._policy(params, net_inputs(flat_bt["next_obs"], next_window, next_count))
+            v_next = v_next.reshape((T, N))
+        else:
+            _, v_next = self._policy(params, (batch["next_obs"],))  # [T, N]
         done = batch["terminated"] | batch["truncated"]
         discount = c.gamma * (1.0 - batch["terminated"].astype(jnp.float32))
         trace = c.gamma * (1.0 - done.astype(jnp.float32))
@@ -267,10 +404,20 @@ class PPO(PerContextAlgorithm):
         advantage = gae(batch["reward"], discount, batch["value"], v_next, c.gae_lambda, trace)
         data = {"obs": batch["obs"], "raw": batch["raw"], "logp": batch["logp"], "value": batch["value"],
                 "advantage": advantage, "target": advantage + batch["value"]}
+        if windowed:
+            data.update(window=batch["window"], count=batch["count"])
+        if predictor:
+            data.update(action=batch["action"], next_obs=batch["next_obs"])
         flat = jax.tree.map(lambda x: x.reshape((N * T,) + x.shape[2:]), data)
 
         def loss_fn(p, mb):
-            out, value = self._policy(p, mb["obs"])
+            inputs = net_inputs(mb["obs"], mb.get("window"), mb.get("count"))
+            if predictor:  # IIDA: the encoder learns from predicting s' - s; the policy and value read it detached
+                out, value, predicted = self.network.apply(p, *inputs, mb["action"])
+                prediction_loss = prediction_error(predicted, mb["obs"], mb["next_obs"])
+            else:
+                out, value = self._policy(p, inputs)
+                prediction_loss = jnp.float32(0.0)
             logp, entropy = self._log_prob_entropy(p, out, mb["raw"])
             adv = mb["advantage"]
             if c.normalize_advantages:
@@ -279,7 +426,9 @@ class PPO(PerContextAlgorithm):
             vclip = c.value_clip_eps if c.value_clip_eps > 0 else None
             v_loss = clipped_value_loss(value, mb["target"], mb["value"], vclip)
             ent = jnp.mean(entropy)
-            return pg + c.vf_coef * v_loss - c.ent_coef * ent, {"policy_loss": pg, "value_loss": v_loss, "entropy": ent, **aux}
+            extra = {"prediction_loss": prediction_loss} if predictor else {}
+            total = pg + c.vf_coef * v_loss - c.ent_coef * ent + c.prediction_coef * prediction_loss
+            return total, {"policy_loss": pg, "value_loss": v_loss, "entropy": ent, **aux, **extra}
 
         optimizer = self.optimizer()
 
@@ -296,4 +445,4 @@ class PPO(PerContextAlgorithm):
 
         (params, opt_state), stats = jax.lax.scan(epoch, (params, ts.opt_state), jax.random.split(key_epochs, c.epochs))
         metrics = {**stats, "episode_return": streams.last_return, "episodes_ended": episodes_ended}
-        return ts.replace(params=params, opt_state=opt_state, streams=streams), metrics
+        return ts.replace(params=params, opt_state=opt_state, streams=streams, agent_carry=agent_carry), metrics
