@@ -120,6 +120,12 @@ class Environment:
     ) -> tuple[jax.Array, Any, jax.Array, jax.Array, jax.Array, dict]:
         raise NotImplementedError
 
+    def reset_episode(self, key: jax.Array, params: Any, episode_index: jax.Array) -> tuple[jax.Array, Any]:
+        """The start of episode `episode_index` of a trial (the trial's resets call it). Default:
+        `reset`; a two-phase family (DREAM's) starts its exploration episode (0) and its
+        exploitation episodes (>= 1) differently."""
+        return self.reset(key, params)
+
     def context(self, params: Any) -> jax.Array:
         """The task's parameters as a flat float32 vector: what an explicit-context agent, or a
         decoder's training target, may read. Default: every leaf of `params`, flattened and

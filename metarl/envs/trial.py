@@ -150,7 +150,7 @@ class Trial:
         valid = ~state.finished
         trial_done = done & (ts.episode_index + 1 >= self.episodes) & valid
 
-        reset_obs, reset_env_state = self.env.reset(key_reset, task)
+        reset_obs, reset_env_state = self.env.reset_episode(key_reset, task, ts.episode_index + 1)
         pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(done, x, y), a, b)  # noqa: E731
         next_obs = pick(reset_obs, obs)
         next_env_state = pick(reset_env_state, env_state)
