@@ -5,5 +5,6 @@ from metarl.algos import rl2  # noqa: F401  (registration)
 from metarl.algos import first_explore  # noqa: F401  (registration)
 from metarl.algos import ppo  # noqa: F401  (registration)
 from metarl.algos import dqn  # noqa: F401  (registration)
+from metarl.algos import erl2  # noqa: F401  (registration)
 
 __all__ = ["Algorithm", "algorithm_class", "make", "names", "register"]

@@ -84,6 +84,9 @@ class RL2Config:
     vf_coef: float = 1.0  #: value loss coefficient
     normalize_advantages: bool = False  #: standardise advantages within each minibatch
     devices: int = 1  #: split every rollout and PPO minibatch over this many devices (speed only)
+    #: optimise only the rewards of episodes with this index or later (E-RL² on two-phase trials: 1,
+    #: the exploration episode's rewards read by the policy but not counted); 0: every episode's
+    counted_from_episode: int = 0
 
     def __post_init__(self):
         o = "rl2"
@@ -101,6 +104,7 @@ class RL2Config:
         check_ppo_settings(o, self)
         check_float(o, "weight_decay", self.weight_decay, low=0.0)
         check_int(o, "devices", self.devices, low=1)
+        check_int(o, "counted_from_episode", self.counted_from_episode, low=0)
 
 
 #: Named configurations. "reference": the PyTorch re-implementation's run. "fast": what trains
@@ -203,6 +207,9 @@ class RL2(InContextAlgorithm):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.config.counted_from_episode >= self.episodes:
+            raise ConfigError(f"{self.name}: counted_from_episode ({self.config.counted_from_episode}) must be below the trial's "
+                              f"episodes ({self.episodes}), or nothing is optimised", "counted_from_episode")
         if not self.env.discrete:
             raise ConfigError(f"rl2: needs a family with discrete actions; {self.env.name} has {type(self.env.action_space()).__name__} actions")
         if self.trials_per_update % self.num_minibatches:
@@ -395,9 +402,10 @@ class RL2(InContextAlgorithm):
         # GAE over whole trials: the value after the last step is never used (discount 0 there).
         discount = trial_discounts(c.gamma, batch["trial_done"], batch["valid"])
         reward = jnp.where(batch["valid"], batch["reward"], 0.0)
+        counted = jnp.where(batch["timestep"].episode_index >= c.counted_from_episode, reward, 0.0)  # what PPO optimises
         v_next = jnp.concatenate([batch["value"][1:], jnp.zeros_like(batch["value"][:1])], axis=0)
         gae = jax.vmap(generalized_advantage_estimation, in_axes=(1, 1, 1, 1, None), out_axes=1)
-        advantage = gae(reward, discount, batch["value"], v_next, c.gae_lambda)
+        advantage = gae(counted, discount, batch["value"], v_next, c.gae_lambda)
         data = {k: batch[k] for k in ("timestep", "action", "logp", "value", "valid")}
         data["advantage"] = advantage
         data["target"] = advantage + batch["value"]
@@ -423,4 +431,6 @@ class RL2(InContextAlgorithm):
         )
         metrics = dict(stats)
         metrics["trial_return"] = jnp.sum(reward, axis=0)
+        if c.counted_from_episode:
+            metrics["counted_return"] = jnp.sum(counted, axis=0)
         return train_state.replace(params=params, opt_state=opt_state), metrics

@@ -163,6 +163,9 @@ def summarize(results: Results, pooled: bool = False) -> dict[str, Any]:
         "regret": "oracle total return minus agent total return, per task" if oracle else None,
         "wall_seconds": results.wall_seconds,
     }
+    two_phase = _two_phase(results.family) and results.episodes >= 2
+    if two_phase:
+        header["exploitation"] = "two-phase trials: episode 0 explores; the exploitation return sums episodes >= 1"
     agents = []
     for a in results.agents:
         total = stats.total_return(a.returns, pooled)
@@ -182,11 +185,23 @@ def summarize(results: Results, pooled: bool = False) -> dict[str, Any]:
             "compile_seconds": a.compile_seconds,
             "run_seconds": a.run_seconds,
         }
+        if two_phase:
+            exploit = stats.total_return(np.asarray(a.returns)[..., 1:], pooled)
+            entry["mean_exploit_return"], entry["exploit_ci95"] = exploit.mean, [exploit.low, exploit.high]
         if oracle is not None:
             reg = stats.regret(a.returns, oracle.returns, pooled)
             entry["regret"] = {"mean": reg.mean, "ci95": [reg.low, reg.high]}
         agents.append(entry)
     return {"header": header, "agents": agents}
+
+
+def _two_phase(family: str) -> bool:
+    from metarl.envs.registry import family_class
+
+    try:
+        return bool(getattr(family_class(family), "two_phase", False))
+    except Exception:  # noqa: BLE001  (a summary of an unknown family: no exploitation column)
+        return False
 
 
 def _jsonable(value: Any) -> Any:
@@ -225,10 +240,14 @@ def _fmt(x: float, digits: int = 2) -> str:
 def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Column names and formatted rows (one per agent), shared by the Markdown and terminal tables."""
     has_regret = any(a["regret"] is not None for a in summary["agents"])
-    columns = ["agent", "mean total return", "95% CI"] + (["regret vs Oracle"] if has_regret else []) + ["compile s", "run s"]
+    has_exploit = any("mean_exploit_return" in a for a in summary["agents"])
+    columns = (["agent", "mean total return", "95% CI"] + (["exploitation return", "95% CI"] if has_exploit else [])
+               + (["regret vs Oracle"] if has_regret else []) + ["compile s", "run s"])
     rows = []
     for a in summary["agents"]:
         row = [a["label"], _fmt(a["mean_total_return"]), f"[{_fmt(a['ci95'][0])}, {_fmt(a['ci95'][1])}]"]
+        if has_exploit:
+            row += [_fmt(a["mean_exploit_return"]), f"[{_fmt(a['exploit_ci95'][0])}, {_fmt(a['exploit_ci95'][1])}]"]
         if has_regret:
             r = a["regret"]
             row.append("" if r is None else f"{_fmt(r['mean'])} [{_fmt(r['ci95'][0])}, {_fmt(r['ci95'][1])}]")
