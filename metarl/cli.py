@@ -165,7 +165,7 @@ def _console(stderr: bool = False):
 
 def _describe(cmd_name: str, *paragraphs: str) -> str:
     """A subcommand's help text: its paragraphs wrapped to 100 columns, then its example."""
-    text = "\n\n".join(textwrap.fill(p, 100) for p in paragraphs)
+    text = "\n\n".join(textwrap.fill(p, 100, break_on_hyphens=False) for p in paragraphs)
     return f"{text}\n\nexample:\n  {COMMANDS[cmd_name].example}"
 
 
