@@ -101,6 +101,7 @@ def test_predictor_encoder_learns_only_from_prediction_and_the_q_head_only_from_
     assert float(prediction_error(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.ones((2, 3)))) == 1.0
 
 
+@pytest.mark.slow
 def test_predictor_mode_trains_its_encoder_and_predictor_in_the_update():
     env = metarl.make("cartpole", factors="length", contexts=8)
     algo = algos.make("dqn", env, context_mode="predictor", learning_starts=100, buffer_size=1000, batch_size=32,
@@ -132,6 +133,7 @@ def test_probing_agent_probes_for_its_first_steps_then_keeps_the_window():
     np.testing.assert_array_equal(windows[3], windows[5])  # the probe's window stays for the rest of the trial
 
 
+@pytest.mark.slow
 def test_probing_mode_fills_its_ring_with_probe_transitions_and_trains_the_probe():
     env = metarl.make("cartpole", factors="length", contexts=8)
     algo = algos.make("dqn", env, context_mode="probing", probe_steps=4, learning_starts=100, buffer_size=1000, batch_size=32,

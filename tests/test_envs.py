@@ -268,7 +268,7 @@ def test_evaluate_checks_tasks_episodes_and_key():
         five.sample_tasks(KEY, 2.5)
 
 
-@pytest.mark.parametrize("name, agent_name", [("bandit", "random"), ("tabular-mdp", "psrl"), ("tabular-mdp", "oracle")])
+@pytest.mark.parametrize("name, agent_name", [("bandit", "random"), pytest.param("tabular-mdp", "psrl", marks=pytest.mark.slow), ("tabular-mdp", "oracle")])
 def test_lockstep_evaluation_equals_per_trial_scan(name, agent_name):
     """The evaluator's fast path (time loop outside the vmap) returns exactly what one scan per
     trial returns, for a stateless, a re-planning and a privileged agent."""

@@ -139,7 +139,7 @@ def _forward_logits(algo, params, trace, n, k, always_exploit):
     return np.where(use_explore[:, None], explore, exploit)
 
 
-@pytest.mark.parametrize("k, always_exploit, k_in_params", [(2, False, False), (1, False, True), (0, True, False)])
+@pytest.mark.parametrize("k, always_exploit, k_in_params", [pytest.param(2, False, False, marks=pytest.mark.slow), pytest.param(1, False, True, marks=pytest.mark.slow), (0, True, False)])
 def test_agent_cache_equals_training_forward(k, always_exploit, k_in_params):
     """The agent (explore k episodes, then exploit, exploit steps kept out of the context) computes
     exactly the logits of the full-sequence forward on the same trial; n = 4 covers two exploit
@@ -188,6 +188,7 @@ def test_bad_configs_raise(bad):
         make("first-explore", BANDIT2, 10, **bad)
 
 
+@pytest.mark.slow
 def test_rollout_epsilon_mixes_uniform_actions_into_the_sampling_logits():
     """sample_logits = log((1 - eps) softmax(temperature x logits) + eps / A): eps = 1 is uniform
     whatever the network says, eps = 0 leaves the logits as they are."""
@@ -228,6 +229,7 @@ def test_defaults_are_the_reference():
 # --- learning --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_learns_the_fixed_arm_bandit_and_beats_random():
     """Two seeds trained in one vmapped jit on the deceptive 2-arm bandit, n = 10 pulls. Random
     scores 10 * (.5 + 0) / 2 = 2.5 in expectation; pulling the safe arm always scores 5; trying the

@@ -36,6 +36,7 @@ def test_vector_env_steps_all_at_once_and_resets_finished_ones_on_new_tasks():
     assert info["_final_obs"].all() and info["final_obs"].shape == (4, 1)
 
 
+@pytest.mark.slow
 def test_host_trials_on_gymnasium_match_the_jitted_evaluator_on_gymnax():
     family = metarl.make("gymnax", env_id="CartPole-v1")
     agent = baselines.make("random", family, 2)

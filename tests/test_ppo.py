@@ -6,6 +6,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import metarl
 from metarl import algos
@@ -48,6 +49,7 @@ def test_gaussian_policy_on_pendulum_keeps_actions_in_the_box():
     assert float(actions.min()) == -2.0 and float(actions.max()) == 2.0  # std e^1 x max torque: clipped at both ends
 
 
+@pytest.mark.slow
 def test_host_loop_evaluates_per_context_and_resumes_exactly(tmp_path):
     env = metarl.make("gymnax", env_id="CartPole-v1", factors="length=0.5:2")
     algo = algos.make("ppo", env, num_envs=2, num_steps=16, minibatches=2, epochs=1)
@@ -90,6 +92,7 @@ def _window_net(predictor):
     return EncodedActorCritic(2, True, (8,), "tanh", (4,), 2, "mean", (4,) if predictor else None)
 
 
+@pytest.mark.slow
 def test_ppo_learned_encoder_gets_gradients_from_the_ppo_loss_and_the_predictor_only_from_prediction():
     obs, window = jnp.ones((3, 4)), jax.random.normal(jax.random.PRNGKey(1), (3, 5, 10))
     mask = jnp.arange(5)[None] >= jnp.array([[2], [4], [0]])  # 3, 1 and 5 valid rows
@@ -139,6 +142,7 @@ def test_ppo_window_holds_the_trials_transitions_and_empties_on_a_new_context():
     assert int(agent.observe(carry, fresh)[1]) == 0 and float(jnp.abs(agent.observe(carry, fresh)[0]).sum()) == 0
 
 
+@pytest.mark.slow
 def test_ppo_predictor_mode_trains_its_encoder_and_predictor_in_the_update():
     # one compilation: the predictor mode runs the learned mode's window and encoder, plus the predictor
     env = metarl.make("cartpole", factors="length", contexts=8)

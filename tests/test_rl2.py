@@ -41,7 +41,7 @@ NETS = [
 ]
 
 
-@pytest.mark.parametrize("options", [NETS[0], NETS[3]], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("options", [pytest.param(NETS[0], marks=pytest.mark.slow), NETS[3]], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
 def test_memory_resets_only_at_trial_boundaries(options):
     episodes, trials = 3, 3
     stream = _stream(BANDIT2, episodes, trials, jax.random.key(0))
@@ -84,7 +84,7 @@ def test_step_and_sequence_agree(options):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), carry_step, carry_seq)
 
 
-@pytest.mark.parametrize("layer_norm", [True, False])
+@pytest.mark.parametrize("layer_norm", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_gru_hand_written_backward_matches_autodiff(layer_norm):
     from metarl.nets.recurrent import _gru_forward, gru_recurrence
 
@@ -239,7 +239,7 @@ def test_learns_two_armed_bandit(small):
     assert np.mean(returns[-5:]) > np.mean(returns[:5]) + 0.3  # the rollouts' returns went up too
 
 
-@pytest.mark.parametrize("layer_norm", [True, False])
+@pytest.mark.parametrize("layer_norm", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_gru_layer_backward_matches_autodiff(layer_norm):
     """The fused GRU layer (input projection inside the scan, gradients accumulated in the
     backward carry) against autodiff of its own forward and against the unfused recurrence."""

@@ -15,6 +15,7 @@ from metarl.tune import TuneSettings, tune
 optuna = pytest.importorskip("optuna")
 
 
+@pytest.mark.slow
 def test_three_tiny_trials_in_two_processes_share_one_sqlite_study(tmp_path):
     out = str(tmp_path / "study")
     settings = TuneSettings(out_dir=out, trials=3, budget=1000, min_budget=500, eval_tasks=4, workers=2)
