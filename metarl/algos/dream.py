@@ -1,0 +1,399 @@
+"""DREAM (Liu, Raghunathan, Liang, Finn 2021): decoupled exploration and exploitation, on the
+two-phase trials of `metarl.envs.dream_grid` (an exploration episode, then exploitation episodes
+with an instruction).
+
+- The exploitation policy pi(a | s, instruction, z) (an MLP actor-critic) reads a task embedding z:
+  in a fraction `id_fraction` (1/2) of the training trials z = f(task id) + `noise` (0.1) N(0, 1),
+  f a learned table [ids, `embed_dim`] with the bottleneck penalty max(||f(id)||^2, `bottleneck`
+  (10)); in the others, and always at test, z = stop_gradient(g(tau)), the decoder's embedding of the
+  trial's exploration episode. pi and f learn from the exploitation rewards (PPO).
+- The decoder g (the transition (s, one-hot a, s') -> Dense 64 -> GRU `decoder_hidden` (128) -> 128
+  -> `embed_dim`) is trained by ||g(tau_:t) - stop_gradient(f(id))||^2 at every step t of the
+  exploration episode.
+- The exploration policy (a recurrent actor-critic, GRU `explorer_hidden`, over (s, previous action,
+  previous reward); it sees no instruction) is rewarded by information gain: at step t,
+  d_t - d_{t+1} - `info_penalty` (0.1), d_t = ||g(tau_:t) - f(id)||^2 (gradients stopped), by PPO.
+
+Learner: PPO for both policies (the reference trains recurrent dueling double DQNs with sequence
+replay; PPO on whole trials is what this package's recurrent machinery runs fast, and the method's
+parts, the bottleneck, the decoder and the information-gain reward, are the reference's). One
+`update` = `trials_per_update` whole trials (the one rollout primitive over `Trial(env, episodes)`,
+every trial on a fresh training task), the rewards relabelled with the decoder, GAE (exploration and
+exploitation are separate episodes), then `epochs` passes of `minibatches` gradient steps each on
+the sum of both PPO losses, the decoder loss and the bottleneck. jittable and vmappable over seeds.
+
+Status: experimental. On city (2M steps, one seed, this CPU) the exploitation policy learns (0.4
+exploitation return with f(id), 0.3 with the decoded z, the no-information optimum being 0.3), but
+the decoder does not learn (its loss stays at ||f||^2) and the PPO explorer learns to end its
+episode at once, so DREAM's finding (near the 0.8 full-information optimum) is not reproduced yet.
+
+The agent (`DreamAgent`) never reads the task: at test time its exploitation policy reads the
+decoder's z, which it computes from what it observed while exploring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from metarl.agents import Agent
+from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, register
+from metarl.envs.trial import TimeStep, Trial
+from metarl.errors import ConfigError, check_float, check_int
+from metarl.ops.gae import generalized_advantage_estimation
+from metarl.rollout import rollout
+
+
+def information_gain(g, f, penalty):
+    """The exploration reward of one trial: g [T, d] the decoder's embedding before each step's
+    transition is read (g[t] = g(tau_:t)), f [d] the task's id embedding. Step t pays
+    d_t - d_{t+1} - penalty, d_t = ||g[t] - f||^2: how much its transition brought the decoder
+    closer to the id, less a cost for the step (the last step's d_{t+1} is its own d_t)."""
+    distance = jnp.sum(jnp.square(g - f), axis=-1)
+    distance_next = jnp.concatenate([distance[1:], distance[-1:]])
+    return distance - distance_next - penalty
+
+
+@dataclasses.dataclass(frozen=True)
+class DreamConfig:
+    """DREAM settings (PPO learners)."""
+
+    trials_per_update: int = 128  #: whole trials per update
+    epochs: int = 4  #: passes over the update's trials
+    minibatches: int = 8  #: gradient steps per pass (trials_per_update must divide by it)
+    lr: float = 1e-3  #: Adam learning rate
+    max_grad_norm: float = 1.0  #: clip gradients to this global norm (0: no clipping)
+    gamma: float = 0.99  #: discount within an episode
+    gae_lambda: float = 0.95  #: GAE lambda
+    clip_eps: float = 0.2  #: PPO ratio clip range
+    ent_coef: float = 0.01  #: entropy bonus of both policies
+    vf_coef: float = 0.5  #: value loss coefficient
+    embed_dim: int = 32  #: size of z (the reference: 64)
+    noise: float = 0.1  #: std of the noise added to f(id)
+    bottleneck: float = 10.0  #: the penalty max(||f(id)||^2, bottleneck)
+    bottleneck_coef: float = 1.0  #: weight of the bottleneck penalty
+    decoder_coef: float = 1.0  #: weight of the decoder loss
+    info_penalty: float = 0.1  #: per-step cost in the information-gain reward
+    id_fraction: float = 0.5  #: training trials whose exploitation reads f(id) instead of g(tau)
+    explorer_hidden: int = 64  #: the exploration policy's GRU units
+    decoder_hidden: int = 128  #: the decoder's GRU units
+    exploit_hidden: tuple[int, ...] = (128, 128)  #: the exploitation MLP's hidden widths
+    #: the exploration policy acts uniformly at random w.p. epsilon, 1 decaying linearly to
+    #: `explore_epsilon_end` over this many env steps (the reference's DQN explorer: 1 -> 0.01 over
+    #: 250k steps): without it the explorer learns to end its episode before the decoder can learn
+    explore_epsilon_steps: int = 500_000
+    explore_epsilon_end: float = 0.0
+
+    def __post_init__(self):
+        o = "dream"
+        for name in ("trials_per_update", "epochs", "minibatches", "embed_dim", "explorer_hidden", "decoder_hidden"):
+            check_int(o, name, getattr(self, name), low=1, high=1_000_000)
+        check_float(o, "lr", self.lr, low=0.0, low_open=True)
+        if self.trials_per_update % self.minibatches:
+            raise ConfigError(f"dream: trials_per_update ({self.trials_per_update}) must be a multiple of minibatches ({self.minibatches})")
+        for name in ("max_grad_norm", "noise", "bottleneck", "bottleneck_coef", "decoder_coef", "info_penalty", "ent_coef", "vf_coef"):
+            check_float(o, name, getattr(self, name), low=0.0)
+        check_int(o, "explore_epsilon_steps", self.explore_epsilon_steps, low=0)
+        for name in ("gamma", "gae_lambda", "id_fraction", "explore_epsilon_end"):
+            check_float(o, name, getattr(self, name), low=0.0, high=1.0)
+        check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
+        object.__setattr__(self, "exploit_hidden", tuple(self.exploit_hidden))
+        for width in self.exploit_hidden:
+            check_int(o, "exploit_hidden", width, low=1, high=65536)
+
+
+PRESETS: dict[str, DreamConfig] = {"default": DreamConfig()}
+
+
+class DreamNetworks(nn.Module):
+    """f (the id table), the exploration policy, the decoder g and the exploitation policy."""
+
+    num_actions: int
+    num_ids: int
+    embed_dim: int
+    explorer_hidden: int
+    decoder_hidden: int
+    exploit_hidden: tuple[int, ...]
+
+    def setup(self):
+        # N(0, 1) entries as the reference (torch.nn.Embedding): ||f||^2 starts near embed_dim, the
+        # bottleneck holds it near `bottleneck`, and the information gain of a bus ride dwarfs the step cost
+        self.f = nn.Embed(self.num_ids, self.embed_dim, embedding_init=nn.initializers.normal(1.0))
+        self.explorer_in = nn.Dense(64)
+        self.explorer_cell = nn.GRUCell(self.explorer_hidden)
+        self.explorer_pi = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01))
+        self.explorer_v = nn.Dense(1)
+        self.decoder_in = nn.Dense(64)
+        self.decoder_cell = nn.GRUCell(self.decoder_hidden)
+        self.decoder_mid = nn.Dense(128)
+        self.decoder_out = nn.Dense(self.embed_dim)
+        self.exploit_layers = [nn.Dense(w) for w in self.exploit_hidden]
+        self.exploit_pi = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01))
+        self.exploit_v = nn.Dense(1)
+
+    def id_embedding(self, task_id):
+        return self.f(task_id)
+
+    def explore(self, h, x):
+        h, y = self.explorer_cell(h, nn.relu(self.explorer_in(x)))
+        return h, self.explorer_pi(y), self.explorer_v(y)[..., 0]
+
+    def decode_step(self, h, transition):
+        h, _ = self.decoder_cell(h, nn.relu(self.decoder_in(transition)))
+        return h
+
+    def decode(self, h):
+        return self.decoder_out(nn.relu(self.decoder_mid(h)))
+
+    def exploit(self, obs, z):
+        x = jnp.concatenate([obs, z], axis=-1)
+        for layer in self.exploit_layers:
+            x = nn.relu(layer(x))
+        return self.exploit_pi(x), self.exploit_v(x)[..., 0]
+
+    def __call__(self, obs, transition, x):  # touches every part (init)
+        he = jnp.zeros(x.shape[:-1] + (self.explorer_hidden,))
+        hd = jnp.zeros(x.shape[:-1] + (self.decoder_hidden,))
+        z = self.id_embedding(jnp.zeros(x.shape[:-1], jnp.int32))
+        self.explore(he, x)
+        z = z + self.decode(self.decode_step(hd, transition))
+        return self.exploit(obs, z)
+
+
+@dataclasses.dataclass(frozen=True)
+class DreamAgent(Agent):
+    """DREAM's policy as an agent: explores in episode 0 (recurrent), decodes the exploration
+    episode into z, exploits with z. carry: explorer and decoder states, the last observation, and
+    (training only) the id's z and whether to read it."""
+
+    name = "dream"
+
+    embed_dim: int = 32
+    explorer_hidden: int = 64
+    decoder_hidden: int = 128
+    exploit_hidden: tuple[int, ...] = (128, 128)
+    greedy: bool = True
+
+    @property
+    def network(self) -> DreamNetworks:
+        return DreamNetworks(self.env.num_actions, self.env.num_ids, self.embed_dim, self.explorer_hidden, self.decoder_hidden,
+                             tuple(self.exploit_hidden))
+
+    def init(self, key):
+        return {"h_explore": jnp.zeros((self.explorer_hidden,)), "h_decoder": jnp.zeros((self.decoder_hidden,)),
+                "last_obs": jnp.zeros(self.env.obs_shape), "z_id": jnp.zeros((self.embed_dim,)), "use_id": jnp.bool_(False),
+                "epsilon": jnp.float32(0.0)}
+
+    def transition(self, carry, timestep: TimeStep):
+        return jnp.concatenate([carry["last_obs"], jax.nn.one_hot(timestep.prev_action, self.env.num_actions), timestep.outcome_obs])
+
+    def step(self, params, carry, timestep: TimeStep):
+        """One step of one trial: (carry, logits, value, the decoder's z, exploring)."""
+        net = self.network
+        fresh = self.init(None)
+        carry = {**carry, **{k: jnp.where(timestep.first, fresh[k], carry[k]) for k in ("h_explore", "h_decoder", "last_obs")}}
+        exploring = timestep.episode_index == 0
+        # the transition that led here belongs to the exploration episode: the decoder reads it
+        push = ~timestep.first & (exploring | ((timestep.episode_index == 1) & timestep.done))
+        h_decoder = net.apply(params, carry["h_decoder"], self.transition(carry, timestep), method=DreamNetworks.decode_step)
+        h_decoder = jnp.where(push, h_decoder, carry["h_decoder"])
+        g = net.apply(params, h_decoder, method=DreamNetworks.decode)
+        prev = jax.nn.one_hot(timestep.prev_action, self.env.num_actions) * (~timestep.first)
+        x = jnp.concatenate([timestep.obs, prev, timestep.prev_reward[None]])
+        h_explore, logits_e, value_e = net.apply(params, carry["h_explore"], x, method=DreamNetworks.explore)
+        eps = carry["epsilon"]  # the explorer's behaviour: a mixture with the uniform policy (training)
+        logits_e = jnp.log((1.0 - eps) * jax.nn.softmax(logits_e) + eps / self.env.num_actions)
+        z = jnp.where(carry["use_id"], carry["z_id"], jax.lax.stop_gradient(g))
+        logits_x, value_x = net.apply(params, timestep.obs, z, method=DreamNetworks.exploit)
+        logits = jnp.where(exploring, logits_e, logits_x)
+        value = jnp.where(exploring, value_e, value_x)
+        carry = {**carry, "h_explore": jnp.where(exploring, h_explore, carry["h_explore"]), "h_decoder": h_decoder, "last_obs": timestep.obs}
+        return carry, logits, value, g, exploring
+
+    def act(self, params, carry, timestep, key):
+        carry, logits, _, _, _ = self.step(params, carry, timestep)
+        action = jnp.argmax(logits) if self.greedy else jax.random.categorical(key, logits)
+        return action.astype(jnp.int32), carry
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Dream(InContextAlgorithm):
+    """DREAM. `make("dream", env, 1 + exploitation episodes, ...)` on a two-phase family."""
+
+    name = "dream"
+    Config = DreamConfig
+    presets: ClassVar[dict[str, DreamConfig]] = PRESETS
+    update_keys = 2  #: the rollout; the trials' id noise and choice
+
+    config: DreamConfig = DreamConfig()
+
+    @classmethod
+    def default_preset(cls, env, episodes=None):
+        return "default", "DREAM with PPO learners"
+
+    def __post_init__(self):
+        if not getattr(self.env, "two_phase", False):
+            raise ConfigError(f"dream: needs a two-phase family (city, distraction, map, cooking); {self.env.name} has no exploration phase")
+        if self.episodes < 2:
+            raise ConfigError(f"dream: a trial needs an exploration episode and at least one exploitation episode (episodes >= 2), got {self.episodes}")
+        super().__post_init__()
+
+    @property
+    def trial(self) -> Trial:
+        return Trial(self.env, self.episodes)
+
+    @property
+    def trial_steps(self) -> int:
+        return self.trial.num_steps
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.config.trials_per_update * self.trial_steps
+
+    def agent(self, greedy: bool = True) -> DreamAgent:
+        return agent_from_config(DreamAgent, self.env, self.episodes, self.config, greedy=greedy)
+
+    def optimizer(self):
+        return adamw(self.config.lr, eps=1e-5, weight_decay=0.0, clip_norm=self.config.max_grad_norm)
+
+    def init_params(self, key_params):
+        obs = jnp.zeros(self.env.obs_shape)
+        transition = jnp.zeros((2 * self.env.obs_shape[0] + self.env.num_actions,))
+        x = jnp.zeros((self.env.obs_shape[0] + self.env.num_actions + 1,))
+        return self.agent().network.init(key_params, obs, transition, x)
+
+    def init_extra(self, params, key_params):
+        return {}
+
+    # --- one trial's recomputation (the rollout's steps, teacher-forced) ------------------------
+    def epsilon(self, update_step):
+        c = self.config
+        if c.explore_epsilon_steps == 0:
+            return jnp.float32(c.explore_epsilon_end)
+        frac = jnp.minimum(update_step.astype(jnp.float32) * self.steps_per_update / c.explore_epsilon_steps, 1.0)
+        return (1.0 - frac) * 1.0 + frac * c.explore_epsilon_end
+
+    def replay(self, params, batch, task_id, noise, use_id, epsilon):
+        """Logits, values and decoder embeddings of the recorded steps of one trial [T, ...] under
+        `params`: the rollout's computation with the recorded actions."""
+        agent = self.agent()
+        z_id = agent.network.apply(params, task_id, method=DreamNetworks.id_embedding) + self.config.noise * noise
+        carry = {**agent.init(None), "z_id": z_id, "use_id": use_id, "epsilon": epsilon}
+
+        def body(carry, timestep):
+            carry, logits, value, g, exploring = agent.step(params, carry, timestep)
+            return carry, (logits, value, g)
+
+        _, (logits, value, g) = jax.lax.scan(body, carry, batch["timestep"])
+        return logits, value, g, z_id
+
+    def _update(self, ts: TrainState, key_rollout, key_ids):
+        c, agent, trial = self.config, self.agent(greedy=False), self.trial
+        B, T = c.trials_per_update, self.trial_steps
+        key_tasks, key_reset, key_steps = jax.random.split(key_rollout, 3)
+        tasks = self.env.sample_tasks(key_tasks, B)
+        key_noise, key_use, key_shuffle = jax.random.split(key_ids, 3)
+        noise = jax.random.normal(key_noise, (B, c.embed_dim))
+        use_id = jax.random.uniform(key_use, (B,)) < c.id_fraction
+        params = ts.params
+        net = agent.network
+        z_id = net.apply(params, tasks.task_id, method=DreamNetworks.id_embedding) + c.noise * noise
+        timestep, state = jax.vmap(trial.reset)(jax.random.split(key_reset, B), tasks)
+        carry = jax.vmap(agent.init)(jax.random.split(key_reset, B))
+        epsilon = self.epsilon(ts.update_step)
+        carry = {**carry, "z_id": z_id, "use_id": use_id, "epsilon": jnp.full((B,), epsilon)}
+        step_one = jax.vmap(lambda cr, t: agent.step(params, cr, t))
+
+        def policy(carry, timestep, key, t):
+            carry, logits, value, _, _ = step_one(carry, timestep)
+            action = jax.random.categorical(key, logits).astype(jnp.int32)
+            logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[:, 0]
+            return action, carry, {"logp": logp, "value": value}
+
+        def record(s):
+            return {"timestep": s.timestep, "action": s.action, "logp": s.out["logp"], "value": s.out["value"], "reward": s.reward,
+                    "valid": s.info["valid"], "done": s.info["terminated"] | s.info["truncated"]}
+
+        _, batch = rollout(trial, policy, carry, timestep, state, jax.random.split(key_steps, T), batch=True, record=record)
+        batch = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), batch)  # [B, T, ...]
+        exploring = batch["timestep"].episode_index == 0
+        valid = batch["valid"]
+
+        # the information-gain reward, from the decoder as it is now: d_t before step t's transition, d_{t+1} after
+        replay = jax.vmap(lambda p, b, i, n, u: self.replay(p, b, i, n, u, epsilon), in_axes=(None, 0, 0, 0, 0))
+        _, _, g, _ = replay(params, batch, tasks.task_id, noise, use_id)
+        f = jax.lax.stop_gradient(net.apply(params, tasks.task_id, method=DreamNetworks.id_embedding))
+        info_reward = jax.vmap(information_gain, in_axes=(0, 0, None))(g, f, c.info_penalty)
+        reward = jnp.where(valid, jnp.where(exploring, info_reward, batch["reward"]), 0.0)
+        discount = c.gamma * (1.0 - (batch["done"] | ~valid).astype(jnp.float32))
+        v_next = jnp.concatenate([batch["value"][:, 1:], jnp.zeros((B, 1))], axis=1)
+        advantage = jax.vmap(generalized_advantage_estimation, in_axes=(0, 0, 0, 0, None))(reward, discount, batch["value"], v_next, c.gae_lambda)
+        target = advantage + batch["value"]
+
+        def standardise(adv, mask):
+            m = mask.astype(jnp.float32)
+            mean = jnp.sum(adv * m) / jnp.maximum(m.sum(), 1.0)
+            std = jnp.sqrt(jnp.sum(jnp.square(adv - mean) * m) / jnp.maximum(m.sum(), 1.0))
+            return (adv - mean) / (std + 1e-8)
+
+        explore_mask, exploit_mask = valid & exploring, valid & ~exploring
+        adv = jnp.where(exploring, standardise(advantage, explore_mask), standardise(advantage, exploit_mask))
+        # the decoder learns at the exploration steps and at the first exploitation step (it has read the whole episode then)
+        decoder_mask = valid & (exploring | ((batch["timestep"].episode_index == 1) & batch["timestep"].done))
+
+        def masked_mean(x, mask):
+            return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+        data = {"batch": batch, "task_id": tasks.task_id, "noise": noise, "use_id": use_id, "adv": adv, "target": target,
+                "explore": explore_mask.astype(jnp.float32), "exploit": exploit_mask.astype(jnp.float32),
+                "decoder": decoder_mask.astype(jnp.float32)}
+
+        def loss_fn(p, d):
+            logits, value, g, z = replay(p, d["batch"], d["task_id"], d["noise"], d["use_id"])
+            logp_all = jax.nn.log_softmax(logits)
+            logp = jnp.take_along_axis(logp_all, d["batch"]["action"][..., None], axis=-1)[..., 0]
+            entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
+            ratio = jnp.exp(logp - d["batch"]["logp"])
+            clipped = jnp.clip(ratio, 1 - c.clip_eps, 1 + c.clip_eps)
+            surrogate = jnp.minimum(ratio * d["adv"], clipped * d["adv"])
+            v_error = 0.5 * jnp.square(value - d["target"])
+            losses = {}
+            for phase in ("explore", "exploit"):
+                m = d[phase]
+                losses[phase] = -masked_mean(surrogate, m) + c.vf_coef * masked_mean(v_error, m) - c.ent_coef * masked_mean(entropy, m)
+            f_now = p["params"]["f"]["embedding"][d["task_id"]]
+            decoder = masked_mean(jnp.sum(jnp.square(g - jax.lax.stop_gradient(f_now)[:, None]), -1), d["decoder"])
+            bottleneck = jnp.mean(jnp.maximum(jnp.sum(jnp.square(f_now), -1), c.bottleneck))
+            total = losses["explore"] + losses["exploit"] + c.decoder_coef * decoder + c.bottleneck_coef * bottleneck
+            return total, {"explore_loss": losses["explore"], "exploit_loss": losses["exploit"], "decoder_loss": decoder,
+                           "id_norm": jnp.mean(jnp.sum(jnp.square(f_now), -1))}
+
+        optimizer = self.optimizer()
+        M = c.minibatches
+
+        def minibatch(carry, d):
+            p, opt_state = carry
+            (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, d)
+            updates, opt_state = optimizer.update(grads, opt_state, p)
+            return (optax.apply_updates(p, updates), opt_state), stats
+
+        def epoch(carry, key):
+            order = jax.random.permutation(key, B).reshape(M, B // M)
+            return jax.lax.scan(minibatch, carry, jax.tree.map(lambda x: x[order], data))
+
+        (params, opt_state), stats = jax.lax.scan(epoch, (params, ts.opt_state), jax.random.split(key_shuffle, c.epochs))
+        stats = jax.tree.map(lambda v: v[-1, -1], stats)
+        env_reward = jnp.where(exploit_mask, batch["reward"], 0.0).sum(1)  # [B] exploitation return per trial
+        decoded = (~use_id).astype(jnp.float32)
+        metrics = {**stats,
+                   "exploit_return": jnp.mean(env_reward),
+                   "exploit_return_decoded": jnp.sum(env_reward * decoded) / jnp.maximum(decoded.sum(), 1.0),
+                   "explore_steps": jnp.mean(jnp.sum(explore_mask, 1).astype(jnp.float32)),
+                   "info_reward": masked_mean(info_reward, explore_mask.astype(jnp.float32)), "explore_epsilon": epsilon}
+        return ts.replace(params=params, opt_state=opt_state), metrics
