@@ -214,6 +214,17 @@ class InContextAlgorithm(Algorithm):
     def agent(self) -> Agent:
         raise NotImplementedError
 
+    @property
+    def trial(self):
+        """One trial of `episodes` episodes on the family (`metarl.envs.trial.Trial`)."""
+        from metarl.envs.trial import Trial
+
+        return Trial(self.env, self.episodes)
+
+    @property
+    def trial_steps(self) -> int:
+        return self.trial.num_steps
+
     def agent_params(self, train_state: Any) -> Any:
         return train_state.params
 

@@ -44,7 +44,7 @@ import optax
 
 from metarl.agents import Agent
 from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, register
-from metarl.envs.trial import TimeStep, Trial
+from metarl.envs.trial import TimeStep
 from metarl.errors import ConfigError, check_float, check_int
 from metarl.ops.gae import generalized_advantage_estimation
 from metarl.rollout import rollout
@@ -244,14 +244,6 @@ class Dream(InContextAlgorithm):
         if self.episodes < 2:
             raise ConfigError(f"dream: a trial needs an exploration episode and at least one exploitation episode (episodes >= 2), got {self.episodes}")
         super().__post_init__()
-
-    @property
-    def trial(self) -> Trial:
-        return Trial(self.env, self.episodes)
-
-    @property
-    def trial_steps(self) -> int:
-        return self.trial.num_steps
 
     @property
     def steps_per_update(self) -> int:

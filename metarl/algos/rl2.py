@@ -43,7 +43,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from metarl.agents import Agent
 from metarl.algos.base import InContextAlgorithm, check_ppo_settings, TrainState, adamw, agent_from_config, register, sample_or_greedy
-from metarl.envs.trial import TimeStep, Trial
+from metarl.envs.trial import TimeStep
 from metarl.errors import ConfigError, check, check_float, check_int
 from metarl.rollout import rollout
 from metarl.nets.recurrent import RL2ActorCritic, initial_carry, step
@@ -225,14 +225,6 @@ class RL2(InContextAlgorithm):
             )
 
     # --- derived sizes ------------------------------------------------------------------------
-    @property
-    def trial(self) -> Trial:
-        return Trial(self.env, self.episodes)
-
-    @property
-    def trial_steps(self) -> int:
-        return self.trial.num_steps
-
     @property
     def trials_per_update(self) -> int:
         c = self.config
