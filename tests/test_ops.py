@@ -128,3 +128,10 @@ def test_gae_bootstraps_through_a_truncation_but_not_across_it():
     # without trace_t it is the old single-discount GAE
     np.testing.assert_allclose(generalized_advantage_estimation(r, discount, v_tm1, v_t, lam),
                                [d[0] + 0.45 * (d[1] + 0.45 * d[2]), d[1] + 0.45 * d[2], d[2]], rtol=1e-6)
+
+
+def test_standardise_uses_only_the_masked_entries():
+    from metarl.ops.ppo import standardise
+
+    # masked entries 1 and 3: mean 2, std 1; the padded 100 is shifted and scaled with them
+    np.testing.assert_allclose(standardise(jnp.array([1.0, 3.0, 100.0]), jnp.array([True, True, False])), [-1.0, 1.0, 98.0], rtol=1e-6)

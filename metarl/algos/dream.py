@@ -47,6 +47,7 @@ from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_
 from metarl.envs.trial import TimeStep
 from metarl.errors import ConfigError, check_float, check_int
 from metarl.ops.gae import generalized_advantage_estimation
+from metarl.ops.ppo import clipped_value_loss, entropy_from_logits, masked_mean, ppo_clipped_policy_loss, standardise
 from metarl.rollout import rollout
 
 
@@ -58,6 +59,12 @@ def information_gain(g, f, penalty):
     distance = jnp.sum(jnp.square(g - f), axis=-1)
     distance_next = jnp.concatenate([distance[1:], distance[-1:]])
     return distance - distance_next - penalty
+
+
+def reads_exploration(timestep: TimeStep) -> jax.Array:
+    """Whether the transition that led to this step belongs to the exploration episode (the decoder
+    reads it): every exploring step but the trial's first, and the first exploitation step."""
+    return ~timestep.first & ((timestep.episode_index == 0) | ((timestep.episode_index == 1) & timestep.done))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,8 +206,7 @@ class DreamAgent(Agent):
         fresh = self.init(None)
         carry = {**carry, **{k: jnp.where(timestep.first, fresh[k], carry[k]) for k in ("h_explore", "h_decoder", "last_obs")}}
         exploring = timestep.episode_index == 0
-        # the transition that led here belongs to the exploration episode: the decoder reads it
-        push = ~timestep.first & (exploring | ((timestep.episode_index == 1) & timestep.done))
+        push = reads_exploration(timestep)
         h_decoder = net.apply(params, carry["h_decoder"], self.transition(carry, timestep), method=DreamNetworks.decode_step)
         h_decoder = jnp.where(push, h_decoder, carry["h_decoder"])
         g = net.apply(params, h_decoder, method=DreamNetworks.decode)
@@ -270,21 +276,24 @@ class Dream(InContextAlgorithm):
         if c.explore_epsilon_steps == 0:
             return jnp.float32(c.explore_epsilon_end)
         frac = jnp.minimum(update_step.astype(jnp.float32) * self.steps_per_update / c.explore_epsilon_steps, 1.0)
-        return (1.0 - frac) * 1.0 + frac * c.explore_epsilon_end
+        return 1.0 - frac * (1.0 - c.explore_epsilon_end)
+
+    def noisy_id_embedding(self, params, task_id, noise):
+        """f(task id) + `noise` x the given standard normal draws: the z of the trials that read the id."""
+        return self.agent().network.apply(params, task_id, method=DreamNetworks.id_embedding) + self.config.noise * noise
 
     def replay(self, params, batch, task_id, noise, use_id, epsilon):
         """Logits, values and decoder embeddings of the recorded steps of one trial [T, ...] under
         `params`: the rollout's computation with the recorded actions."""
         agent = self.agent()
-        z_id = agent.network.apply(params, task_id, method=DreamNetworks.id_embedding) + self.config.noise * noise
-        carry = {**agent.init(None), "z_id": z_id, "use_id": use_id, "epsilon": epsilon}
+        carry = {**agent.init(None), "z_id": self.noisy_id_embedding(params, task_id, noise), "use_id": use_id, "epsilon": epsilon}
 
         def body(carry, timestep):
             carry, logits, value, g, exploring = agent.step(params, carry, timestep)
             return carry, (logits, value, g)
 
         _, (logits, value, g) = jax.lax.scan(body, carry, batch["timestep"])
-        return logits, value, g, z_id
+        return logits, value, g
 
     def _update(self, ts: TrainState, key_rollout, key_ids):
         c, agent, trial = self.config, self.agent(greedy=False), self.trial
@@ -296,7 +305,7 @@ class Dream(InContextAlgorithm):
         use_id = jax.random.uniform(key_use, (B,)) < c.id_fraction
         params = ts.params
         net = agent.network
-        z_id = net.apply(params, tasks.task_id, method=DreamNetworks.id_embedding) + c.noise * noise
+        z_id = self.noisy_id_embedding(params, tasks.task_id, noise)
         timestep, state = jax.vmap(trial.reset)(jax.random.split(key_reset, B), tasks)
         carry = jax.vmap(agent.init)(jax.random.split(key_reset, B))
         epsilon = self.epsilon(ts.update_step)
@@ -320,7 +329,7 @@ class Dream(InContextAlgorithm):
 
         # the information-gain reward, from the decoder as it is now: d_t before step t's transition, d_{t+1} after
         replay = jax.vmap(lambda p, b, i, n, u: self.replay(p, b, i, n, u, epsilon), in_axes=(None, 0, 0, 0, 0))
-        _, _, g, _ = replay(params, batch, tasks.task_id, noise, use_id)
+        _, _, g = replay(params, batch, tasks.task_id, noise, use_id)
         f = jax.lax.stop_gradient(net.apply(params, tasks.task_id, method=DreamNetworks.id_embedding))
         info_reward = jax.vmap(information_gain, in_axes=(0, 0, None))(g, f, c.info_penalty)
         reward = jnp.where(valid, jnp.where(exploring, info_reward, batch["reward"]), 0.0)
@@ -329,37 +338,23 @@ class Dream(InContextAlgorithm):
         advantage = jax.vmap(generalized_advantage_estimation, in_axes=(0, 0, 0, 0, None))(reward, discount, batch["value"], v_next, c.gae_lambda)
         target = advantage + batch["value"]
 
-        def standardise(adv, mask):
-            m = mask.astype(jnp.float32)
-            mean = jnp.sum(adv * m) / jnp.maximum(m.sum(), 1.0)
-            std = jnp.sqrt(jnp.sum(jnp.square(adv - mean) * m) / jnp.maximum(m.sum(), 1.0))
-            return (adv - mean) / (std + 1e-8)
-
         explore_mask, exploit_mask = valid & exploring, valid & ~exploring
         adv = jnp.where(exploring, standardise(advantage, explore_mask), standardise(advantage, exploit_mask))
-        # the decoder learns at the exploration steps and at the first exploitation step (it has read the whole episode then)
-        decoder_mask = valid & (exploring | ((batch["timestep"].episode_index == 1) & batch["timestep"].done))
-
-        def masked_mean(x, mask):
-            return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+        # the decoder learns where it has read a new exploration transition (at the first exploitation step: the whole episode)
+        decoder_mask = valid & reads_exploration(batch["timestep"])
 
         data = {"batch": batch, "task_id": tasks.task_id, "noise": noise, "use_id": use_id, "adv": adv, "target": target,
                 "explore": explore_mask.astype(jnp.float32), "exploit": exploit_mask.astype(jnp.float32),
                 "decoder": decoder_mask.astype(jnp.float32)}
 
         def loss_fn(p, d):
-            logits, value, g, z = replay(p, d["batch"], d["task_id"], d["noise"], d["use_id"])
-            logp_all = jax.nn.log_softmax(logits)
-            logp = jnp.take_along_axis(logp_all, d["batch"]["action"][..., None], axis=-1)[..., 0]
-            entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
-            ratio = jnp.exp(logp - d["batch"]["logp"])
-            clipped = jnp.clip(ratio, 1 - c.clip_eps, 1 + c.clip_eps)
-            surrogate = jnp.minimum(ratio * d["adv"], clipped * d["adv"])
-            v_error = 0.5 * jnp.square(value - d["target"])
+            logits, value, g = replay(p, d["batch"], d["task_id"], d["noise"], d["use_id"])
+            logp = jnp.take_along_axis(jax.nn.log_softmax(logits), d["batch"]["action"][..., None], axis=-1)[..., 0]
             losses = {}
             for phase in ("explore", "exploit"):
                 m = d[phase]
-                losses[phase] = -masked_mean(surrogate, m) + c.vf_coef * masked_mean(v_error, m) - c.ent_coef * masked_mean(entropy, m)
+                pg, _ = ppo_clipped_policy_loss(logp, d["batch"]["logp"], d["adv"], c.clip_eps, m)
+                losses[phase] = pg + c.vf_coef * clipped_value_loss(value, d["target"], mask_t=m) - c.ent_coef * entropy_from_logits(logits, m)
             f_now = p["params"]["f"]["embedding"][d["task_id"]]
             decoder = masked_mean(jnp.sum(jnp.square(g - jax.lax.stop_gradient(f_now)[:, None]), -1), d["decoder"])
             bottleneck = jnp.mean(jnp.maximum(jnp.sum(jnp.square(f_now), -1), c.bottleneck))

@@ -48,7 +48,7 @@ from metarl.errors import ConfigError, check, check_float, check_int
 from metarl.rollout import rollout
 from metarl.nets.recurrent import RL2ActorCritic, initial_carry, step
 from metarl.ops.gae import generalized_advantage_estimation, trial_discounts
-from metarl.ops.ppo import clipped_value_loss, entropy_from_logits, ppo_clipped_policy_loss
+from metarl.ops.ppo import clipped_value_loss, entropy_from_logits, ppo_clipped_policy_loss, standardise
 
 CORES = ("gru", "lstm")
 
@@ -347,10 +347,7 @@ class RL2(InContextAlgorithm):
         mask = mb["valid"].astype(jnp.float32)
         adv = mb["advantage"]
         if c.normalize_advantages:
-            n = jnp.maximum(total_sum(mask), 1.0)
-            mean = total_sum(adv * mask) / n
-            std = jnp.sqrt(total_sum(jnp.square(adv - mean) * mask) / n)
-            adv = (adv - mean) / (std + 1e-8)
+            adv = standardise(adv, mask, total_sum)
         over_trials = lambda f, *xs: jax.vmap(f, in_axes=1)(*xs)  # noqa: E731  time-major -> per trial
         pg_loss, aux = over_trials(lambda lp, lo, a, m: ppo_clipped_policy_loss(lp, lo, a, c.clip_eps, m), logp, mb["logp"], adv, mask)
         vclip = c.value_clip_eps if c.value_clip_eps > 0 else None

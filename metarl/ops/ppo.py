@@ -10,11 +10,22 @@ import jax
 import jax.numpy as jnp
 
 
-def _masked_mean(x_t: jax.Array, mask_t: jax.Array | None) -> jax.Array:
+def masked_mean(x_t: jax.Array, mask_t: jax.Array | None) -> jax.Array:
+    """Mean of `x_t` over the entries where `mask_t` is 1 (over all of them without a mask)."""
     if mask_t is None:
         return jnp.mean(x_t)
     mask_t = jnp.asarray(mask_t, jnp.float32)
     return jnp.sum(x_t * mask_t) / jnp.maximum(jnp.sum(mask_t), 1.0)
+
+
+def standardise(adv: jax.Array, mask: jax.Array, total_sum=jnp.sum) -> jax.Array:
+    """Advantages shifted and scaled to mean 0 and standard deviation 1 over the entries where
+    `mask` is 1 (`total_sum`: how a sum is taken, e.g. a psum over devices)."""
+    mask = jnp.asarray(mask, jnp.float32)
+    n = jnp.maximum(total_sum(mask), 1.0)
+    mean = total_sum(adv * mask) / n
+    std = jnp.sqrt(total_sum(jnp.square(adv - mean) * mask) / n)
+    return (adv - mean) / (std + 1e-8)
 
 
 def ppo_clipped_policy_loss(
@@ -42,11 +53,11 @@ def ppo_clipped_policy_loss(
     log_ratio_t = logp_t - jax.lax.stop_gradient(logp_old_t)
     ratio_t = jnp.exp(log_ratio_t)
     surrogate_t = jnp.minimum(ratio_t * adv_t, jnp.clip(ratio_t, 1.0 - epsilon, 1.0 + epsilon) * adv_t)
-    loss = -_masked_mean(surrogate_t, mask_t)
+    loss = -masked_mean(surrogate_t, mask_t)
     log_ratio_sg = jax.lax.stop_gradient(log_ratio_t)
-    approx_kl = _masked_mean(jnp.expm1(log_ratio_sg) - log_ratio_sg, mask_t)
+    approx_kl = masked_mean(jnp.expm1(log_ratio_sg) - log_ratio_sg, mask_t)
     clipped = (jnp.abs(jnp.exp(log_ratio_sg) - 1.0) > epsilon).astype(jnp.float32)
-    return loss, {"approx_kl": approx_kl, "clip_fraction": _masked_mean(clipped, mask_t)}
+    return loss, {"approx_kl": approx_kl, "clip_fraction": masked_mean(clipped, mask_t)}
 
 
 def clipped_value_loss(
@@ -68,11 +79,11 @@ def clipped_value_loss(
         v_old_t = jax.lax.stop_gradient(v_old_t)
         v_clipped_t = v_old_t + jnp.clip(v_t - v_old_t, -epsilon, epsilon)
         loss_t = jnp.maximum(loss_t, jnp.square(v_clipped_t - target_t))
-    return 0.5 * _masked_mean(loss_t, mask_t)
+    return 0.5 * masked_mean(loss_t, mask_t)
 
 
 def entropy_from_logits(logits_t: jax.Array, mask_t: jax.Array | None = None) -> jax.Array:
     """Mean entropy of categorical policies. logits_t: [T, A]; returns a scalar."""
     logp = jax.nn.log_softmax(logits_t, axis=-1)
     entropy_t = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-    return _masked_mean(entropy_t, mask_t)
+    return masked_mean(entropy_t, mask_t)
