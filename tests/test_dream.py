@@ -50,3 +50,27 @@ def test_one_update_trains_every_part_and_the_agent_never_reads_the_task_id():
     again = algo.evaluate(new.replace(params=scrambled), jax.random.PRNGKey(1), tasks=tasks)
     assert returns.shape == (24, 2)
     np.testing.assert_array_equal(returns, again)
+
+
+def test_observation_entries_are_one_hot_over_their_levels():
+    agent = algos.make("dream", CITY, 2, **TINY).agent()
+    obs = jnp.array([4.0, 5.0, 1.0, 0.0, 0.0, 1.0, 0.0])  # on the bus stop (4, 5), instruction: corner 2
+    x = np.asarray(agent.encode(obs))
+    assert x.shape == (9 + 9 + 4 + 4,)
+    assert np.flatnonzero(x).tolist() == [4, 9 + 5, 18 + 1, 22 + 2]
+    cook = algos.make("dream", metarl.make("cooking"), 2, **TINY).agent()
+    assert cook.encode(jnp.zeros(15)).shape == (3 + 3 + 4 + 5 * 4 + 8,)
+
+
+def test_explorer_cannot_end_its_episode_while_exploration_is_forced():
+    algo = algos.make("dream", CITY, 2, **{**TINY, "explore_full_steps": 10**6})
+    agent, params = algo.agent(), algo.init(jax.random.PRNGKey(0)).params
+    timestep, _ = algo.trial.reset(jax.random.PRNGKey(1))
+    probs = {}
+    for may_end in (False, True):
+        carry = {**agent.init(None), "may_end": jnp.bool_(may_end), "epsilon": jnp.float32(1.0)}
+        _, logits, _, _, exploring = agent.step(params, carry, timestep)
+        assert bool(exploring)
+        probs[may_end] = np.asarray(jax.nn.softmax(logits))
+    assert probs[False][metarl.envs.dream_grid.END_EPISODE] == 0.0 and probs[True][metarl.envs.dream_grid.END_EPISODE] > 0.1
+    assert not bool(algo.may_end(jnp.int32(0))) and bool(algo.may_end(jnp.int32(10**6)))

@@ -159,3 +159,30 @@ def test_bad_options_and_renders():
         image = env.render(params, state)
         assert image.dtype == np.uint8 and image.shape == (env.size * 24, env.size * 24, 3)
         assert float(env.context(params)[0]) == float(params.task_id)
+
+
+def test_trial_frames_one_list_per_episode_with_the_last_state_before_the_reset():
+    import dataclasses
+
+    from metarl.agents import Agent
+    from metarl.envs.render import trial_frames
+
+    @dataclasses.dataclass(frozen=True)
+    class Scripted(Agent):  # explore: up onto the bus at (4, 5), ride it, end; exploit: end at once
+        def init(self, key):
+            return jnp.int32(0)
+
+        def act(self, params, carry, timestep, key):
+            script = jnp.array([UP, RIDE_BUS, END_EPISODE, END_EPISODE])
+            return script[carry], carry + 1
+
+    city = metarl.make("city")
+    task = GridTask(jnp.int32(0))
+    episodes = trial_frames(Scripted(city, 2), None, Trial(city, 2), task, KEY)
+    assert [len(e) for e in episodes] == [4, 2]  # each episode: its first state, then one frame per step
+    _, start = Trial(city, 2).reset(jax.random.split(KEY)[0], task)  # the trial trial_frames starts
+    np.testing.assert_array_equal(episodes[0][0], city.render(task, start.env_state))
+    # the bus ride moves the agent (frame 2 differs from frame 1); end_episode does not (frame 3 = frame 2)
+    assert np.any(episodes[0][2] != episodes[0][1])
+    np.testing.assert_array_equal(episodes[0][3], episodes[0][2])
+    assert episodes[1][0].dtype == np.uint8 and episodes[1][0].ndim == 3

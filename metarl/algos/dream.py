@@ -44,6 +44,7 @@ import optax
 
 from metarl.agents import Agent
 from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, register
+from metarl.envs.dream_grid import END_EPISODE
 from metarl.envs.trial import TimeStep
 from metarl.errors import ConfigError, check_float, check_int
 from metarl.ops.gae import generalized_advantage_estimation
@@ -94,8 +95,13 @@ class DreamConfig:
     #: the exploration policy acts uniformly at random w.p. epsilon, 1 decaying linearly to
     #: `explore_epsilon_end` over this many env steps (the reference's DQN explorer: 1 -> 0.01 over
     #: 250k steps): without it the explorer learns to end its episode before the decoder can learn
-    explore_epsilon_steps: int = 500_000
+    explore_epsilon_steps: int = 1_000_000
     explore_epsilon_end: float = 0.0
+    #: for this many env steps at the start of training the explorer cannot end its episode (it
+    #: walks all `max_steps`): the information gain is zero until the decoder has learned, so a PPO
+    #: explorer otherwise learns end_episode (which saves the step cost) before the decoder has data
+    explore_full_steps: int = 1_000_000
+    one_hot_obs: bool = True  #: one-hot each grid observation entry (as the reference's embedding tables)
 
     def __post_init__(self):
         o = "dream"
@@ -107,6 +113,7 @@ class DreamConfig:
         for name in ("max_grad_norm", "noise", "bottleneck", "bottleneck_coef", "decoder_coef", "info_penalty", "ent_coef", "vf_coef"):
             check_float(o, name, getattr(self, name), low=0.0)
         check_int(o, "explore_epsilon_steps", self.explore_epsilon_steps, low=0)
+        check_int(o, "explore_full_steps", self.explore_full_steps, low=0)
         for name in ("gamma", "gae_lambda", "id_fraction", "explore_epsilon_end"):
             check_float(o, name, getattr(self, name), low=0.0, high=1.0)
         check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
@@ -185,7 +192,19 @@ class DreamAgent(Agent):
     explorer_hidden: int = 64
     decoder_hidden: int = 128
     exploit_hidden: tuple[int, ...] = (128, 128)
+    one_hot_obs: bool = True
     greedy: bool = True
+
+    def encode(self, obs):
+        """The observation as the networks read it: each entry before the instruction one-hot over
+        its `obs_levels` (the reference embeds each with its own table; a Dense layer on raw grid
+        coordinates makes the decoder's lookup from a bus's destination to the id slow to learn),
+        then the instruction's one-hot entries."""
+        levels = getattr(self.env, "obs_levels", None)
+        if not self.one_hot_obs or levels is None:
+            return obs
+        parts = [jax.nn.one_hot(obs[..., i].astype(jnp.int32), n) for i, n in enumerate(levels)]
+        return jnp.concatenate(parts + [obs[..., len(levels):]], axis=-1)
 
     @property
     def network(self) -> DreamNetworks:
@@ -195,10 +214,11 @@ class DreamAgent(Agent):
     def init(self, key):
         return {"h_explore": jnp.zeros((self.explorer_hidden,)), "h_decoder": jnp.zeros((self.decoder_hidden,)),
                 "last_obs": jnp.zeros(self.env.obs_shape), "z_id": jnp.zeros((self.embed_dim,)), "use_id": jnp.bool_(False),
-                "epsilon": jnp.float32(0.0)}
+                "epsilon": jnp.float32(0.0), "may_end": jnp.bool_(True)}
 
     def transition(self, carry, timestep: TimeStep):
-        return jnp.concatenate([carry["last_obs"], jax.nn.one_hot(timestep.prev_action, self.env.num_actions), timestep.outcome_obs])
+        return jnp.concatenate([self.encode(carry["last_obs"]), jax.nn.one_hot(timestep.prev_action, self.env.num_actions),
+                                self.encode(timestep.outcome_obs)])
 
     def step(self, params, carry, timestep: TimeStep):
         """One step of one trial: (carry, logits, value, the decoder's z, exploring)."""
@@ -211,12 +231,14 @@ class DreamAgent(Agent):
         h_decoder = jnp.where(push, h_decoder, carry["h_decoder"])
         g = net.apply(params, h_decoder, method=DreamNetworks.decode)
         prev = jax.nn.one_hot(timestep.prev_action, self.env.num_actions) * (~timestep.first)
-        x = jnp.concatenate([timestep.obs, prev, timestep.prev_reward[None]])
+        obs = self.encode(timestep.obs)
+        x = jnp.concatenate([obs, prev, timestep.prev_reward[None]])
         h_explore, logits_e, value_e = net.apply(params, carry["h_explore"], x, method=DreamNetworks.explore)
         eps = carry["epsilon"]  # the explorer's behaviour: a mixture with the uniform policy (training)
         logits_e = jnp.log((1.0 - eps) * jax.nn.softmax(logits_e) + eps / self.env.num_actions)
+        logits_e = jnp.where(~carry["may_end"] & (jnp.arange(self.env.num_actions) == END_EPISODE), -1e9, logits_e)
         z = jnp.where(carry["use_id"], carry["z_id"], jax.lax.stop_gradient(g))
-        logits_x, value_x = net.apply(params, timestep.obs, z, method=DreamNetworks.exploit)
+        logits_x, value_x = net.apply(params, obs, z, method=DreamNetworks.exploit)
         logits = jnp.where(exploring, logits_e, logits_x)
         value = jnp.where(exploring, value_e, value_x)
         carry = {**carry, "h_explore": jnp.where(exploring, h_explore, carry["h_explore"]), "h_decoder": h_decoder, "last_obs": timestep.obs}
@@ -262,10 +284,11 @@ class Dream(InContextAlgorithm):
         return adamw(self.config.lr, eps=1e-5, weight_decay=0.0, clip_norm=self.config.max_grad_norm)
 
     def init_params(self, key_params):
-        obs = jnp.zeros(self.env.obs_shape)
-        transition = jnp.zeros((2 * self.env.obs_shape[0] + self.env.num_actions,))
-        x = jnp.zeros((self.env.obs_shape[0] + self.env.num_actions + 1,))
-        return self.agent().network.init(key_params, obs, transition, x)
+        agent = self.agent()
+        obs = agent.encode(jnp.zeros(self.env.obs_shape))
+        transition = jnp.zeros((2 * obs.shape[0] + self.env.num_actions,))
+        x = jnp.zeros((obs.shape[0] + self.env.num_actions + 1,))
+        return agent.network.init(key_params, obs, transition, x)
 
     def init_extra(self, params, key_params):
         return {}
@@ -282,11 +305,16 @@ class Dream(InContextAlgorithm):
         """f(task id) + `noise` x the given standard normal draws: the z of the trials that read the id."""
         return self.agent().network.apply(params, task_id, method=DreamNetworks.id_embedding) + self.config.noise * noise
 
-    def replay(self, params, batch, task_id, noise, use_id, epsilon):
+    def may_end(self, update_step):
+        """Whether the explorer may end its episode at this update (`explore_full_steps`)."""
+        return update_step * self.steps_per_update >= self.config.explore_full_steps
+
+    def replay(self, params, batch, task_id, noise, use_id, epsilon, may_end=True):
         """Logits, values and decoder embeddings of the recorded steps of one trial [T, ...] under
         `params`: the rollout's computation with the recorded actions."""
         agent = self.agent()
-        carry = {**agent.init(None), "z_id": self.noisy_id_embedding(params, task_id, noise), "use_id": use_id, "epsilon": epsilon}
+        carry = {**agent.init(None), "z_id": self.noisy_id_embedding(params, task_id, noise), "use_id": use_id, "epsilon": epsilon,
+                 "may_end": jnp.asarray(may_end)}
 
         def body(carry, timestep):
             carry, logits, value, g, exploring = agent.step(params, carry, timestep)
@@ -309,7 +337,8 @@ class Dream(InContextAlgorithm):
         timestep, state = jax.vmap(trial.reset)(jax.random.split(key_reset, B), tasks)
         carry = jax.vmap(agent.init)(jax.random.split(key_reset, B))
         epsilon = self.epsilon(ts.update_step)
-        carry = {**carry, "z_id": z_id, "use_id": use_id, "epsilon": jnp.full((B,), epsilon)}
+        may_end = self.may_end(ts.update_step)
+        carry = {**carry, "z_id": z_id, "use_id": use_id, "epsilon": jnp.full((B,), epsilon), "may_end": jnp.full((B,), may_end)}
         step_one = jax.vmap(lambda cr, t: agent.step(params, cr, t))
 
         def policy(carry, timestep, key, t):
@@ -328,7 +357,7 @@ class Dream(InContextAlgorithm):
         valid = batch["valid"]
 
         # the information-gain reward, from the decoder as it is now: d_t before step t's transition, d_{t+1} after
-        replay = jax.vmap(lambda p, b, i, n, u: self.replay(p, b, i, n, u, epsilon), in_axes=(None, 0, 0, 0, 0))
+        replay = jax.vmap(lambda p, b, i, n, u: self.replay(p, b, i, n, u, epsilon, may_end), in_axes=(None, 0, 0, 0, 0))
         _, _, g = replay(params, batch, tasks.task_id, noise, use_id)
         f = jax.lax.stop_gradient(net.apply(params, tasks.task_id, method=DreamNetworks.id_embedding))
         info_reward = jax.vmap(information_gain, in_axes=(0, 0, None))(g, f, c.info_penalty)
@@ -355,7 +384,7 @@ class Dream(InContextAlgorithm):
                 m = d[phase]
                 pg, _ = ppo_clipped_policy_loss(logp, d["batch"]["logp"], d["adv"], c.clip_eps, m)
                 losses[phase] = pg + c.vf_coef * clipped_value_loss(value, d["target"], mask_t=m) - c.ent_coef * entropy_from_logits(logits, m)
-            f_now = p["params"]["f"]["embedding"][d["task_id"]]
+            f_now = net.apply(p, d["task_id"], method=DreamNetworks.id_embedding)
             decoder = masked_mean(jnp.sum(jnp.square(g - jax.lax.stop_gradient(f_now)[:, None]), -1), d["decoder"])
             bottleneck = jnp.mean(jnp.maximum(jnp.sum(jnp.square(f_now), -1), c.bottleneck))
             total = losses["explore"] + losses["exploit"] + c.decoder_coef * decoder + c.bottleneck_coef * bottleneck
@@ -379,9 +408,13 @@ class Dream(InContextAlgorithm):
         stats = jax.tree.map(lambda v: v[-1, -1], stats)
         env_reward = jnp.where(exploit_mask, batch["reward"], 0.0).sum(1)  # [B] exploitation return per trial
         decoded = (~use_id).astype(jnp.float32)
+        ts_b = batch["timestep"]
+        read_all = (valid & (ts_b.episode_index == 1) & ts_b.done).astype(jnp.float32)  # g after the whole exploration episode
+        final_error = jnp.sum(jnp.square(g - f[:, None]), -1)
         metrics = {**stats,
                    "exploit_return": jnp.mean(env_reward),
                    "exploit_return_decoded": jnp.sum(env_reward * decoded) / jnp.maximum(decoded.sum(), 1.0),
+                   "decoder_final": masked_mean(final_error, read_all),
                    "explore_steps": jnp.mean(jnp.sum(explore_mask, 1).astype(jnp.float32)),
                    "info_reward": masked_mean(info_reward, explore_mask.astype(jnp.float32)), "explore_epsilon": epsilon}
         return ts.replace(params=params, opt_state=opt_state), metrics

@@ -126,6 +126,16 @@ class GridFamily(Environment):
     base_obs: ClassVar[int] = 3  #: observation entries before the instruction
     instruction_size: ClassVar[int] = 4  #: the instruction's one-hot entries, last in the observation
 
+    @property
+    def obs_levels(self) -> tuple[int, ...]:
+        """How many values each entry before the instruction takes (0 .. levels - 1): a learner
+        can one-hot them (the reference embeds each entry with its own table)."""
+        return (self.size, self.size, 4) + self.extra_levels
+
+    @property
+    def extra_levels(self) -> tuple[int, ...]:
+        return ()
+
     def __post_init__(self):
         if self.split not in SPLITS:
             raise ConfigError(f"{self.name}: split must be one of {', '.join(SPLITS)}, got {self.split!r}", "split")
@@ -322,6 +332,10 @@ class Map(GridFamily):
     name: ClassVar[str] = "map"
     base_obs: ClassVar[int] = 4
 
+    @property
+    def extra_levels(self) -> tuple[int, ...]:
+        return (self.num_ids + 1,)
+
     def extra_obs(self, state, params) -> list:
         on_map = (state.pos[0] == MAP_CELL[0]) & (state.pos[1] == MAP_CELL[1])
         return [jnp.where(on_map, params.task_id + 1, 0)]
@@ -367,6 +381,10 @@ class Cooking(GridFamily):
 
     def status_grid(self) -> np.ndarray:
         return _status(3, {BOWL: np.array([BOWL_CELL]), DRAWER: DRAWER_CELLS})
+
+    @property
+    def extra_levels(self) -> tuple[int, ...]:
+        return (INGREDIENTS + 1,) * 4  # the held ingredient and the bowl's three slots (EMPTY = 4)
 
     def extra_obs(self, state, params) -> list:
         return [state.inventory, state.bowl[0], state.bowl[1], state.bowl[2]]

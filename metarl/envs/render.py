@@ -73,3 +73,29 @@ def save_episode_gif(
     """`episode_frames` then `save_gif`: one episode of `params` as a GIF at `path`."""
     frames, _ = episode_frames(key, env, params, actions)
     return save_gif(path, frames, frame_ms)
+
+
+def trial_frames(agent: Any, params: Any, trial: Any, task: Any, key: jax.Array) -> list[list[np.ndarray]]:
+    """Frames of one trial of `agent` (greedy or not, as built) on `task`, one list per episode:
+    each episode's first state, then the state after each of its steps (the last one before the
+    trial resets the next episode). A host loop over the jitted agent and trial steps (a picture
+    per step is drawn on the host anyway)."""
+    env = trial.env
+    if not hasattr(env, "render"):
+        raise ConfigError(f"task family {env.name!r} does not render")
+    key_reset, key = jax.random.split(key)
+    timestep, state = jax.jit(trial.reset)(key_reset, task)
+    carry = agent.init(key_reset)
+    act, trial_step, env_step = jax.jit(agent.act), jax.jit(trial.step), jax.jit(env.step)
+    episodes = [[env.render(task, state.env_state)]]
+    for t in range(trial.episodes * env.max_steps_in_episode):
+        key_act, key_step = jax.random.split(jax.random.fold_in(key, t))
+        action, carry = act(params, carry, timestep, key_act)
+        after = env_step(key_step, state.env_state, action, task)[1]  # the trial's own step (same key), before its reset
+        timestep, state, _, info = trial_step(key_step, state, action)
+        episodes[-1].append(env.render(task, after))
+        if bool(info["trial_done"]):
+            break
+        if bool(info["terminated"] | info["truncated"]):
+            episodes.append([env.render(task, state.env_state)])
+    return episodes

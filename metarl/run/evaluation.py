@@ -118,9 +118,13 @@ def evaluate_during_training(algo, state, seeds, done, spu, tasks, seed, names, 
         "regret": me["regret"],
         "baselines": {a["label"]: a["mean_total_return"] for a in summary["agents"][1:]},
     }
+    if "mean_exploit_return" in me:  # two-phase trials: the return that counts
+        line["mean_exploit_return"], line["exploit_ci95"] = me["mean_exploit_return"], me["exploit_ci95"]
     folder.append_jsonl(os.path.join(eval_dir, "history.jsonl"), line)
     if writer is not None:
         writer.add_scalar("eval/mean_total_return", me["mean_total_return"], done * spu)
+        if "mean_exploit_return" in me:
+            writer.add_scalar("eval/mean_exploit_return", me["mean_exploit_return"], done * spu)
         if me["regret"] is not None:
             writer.add_scalar("eval/regret", me["regret"]["mean"], done * spu)
     base = ", ".join(f"{a['name']} {a['mean_total_return']:.3f}" for a in summary["agents"][1:])

@@ -1,0 +1,214 @@
+"""DREAM vs E-RL² (and IMPORT where built) on DREAM's two-phase grid worlds, on held-out ids, beside
+the optimal and the no-information returns computed by the package.
+
+Families (rules in metarl.envs.dream_grid): city (sanity check, train = test ids), map,
+distraction (53 training ids, 523 held out) and cooking (63 training ids, test id 10). A trial is
+one exploration episode and one exploitation episode (20 steps each); the score is the
+exploitation return (the exploration episode's rewards do not count).
+
+Every method trains `--seeds` agents in one process (vmapped) for `--steps` env steps per seed
+(exploration and exploitation steps both counted, as the reference counts them; its budget is 5M),
+with `--points` greedy evaluations on the training ids during training (the learning curve), then
+each seed's greedy agent is scored on `--tasks` trials of held-out ids (sampled with PRNGKey(0)):
+mean exploitation return with the 95% Student-t interval over seeds x trials pooled, and each
+seed's mean. Results accumulate in benchmarks/results/dream.json (one entry per family and
+method, rewritten when rerun); dream.md and one learning-curve PNG per family (dream_FAMILY.png)
+are regenerated from all entries. GIFs of one greedy trial per family and method (exploration and
+exploitation episodes) go to the run folder's videos/.
+
+    python -m benchmarks.dream_compare city map [--methods dream,e-rl2] [--seeds 3] [--steps 2000000]
+
+Run folders: runs/dream_compare/FAMILY/METHOD-STEPS (a rerun resumes an existing folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from benchmarks import common
+from benchmarks.common import RESULTS
+
+import metarl
+from metarl import algos
+from metarl.envs import dream_optimal
+from metarl.envs.render import save_gif, trial_frames
+from metarl.eval import stats
+from metarl.run import evaluation, folder
+
+FAMILIES = ("city", "map", "distraction", "cooking")
+METHODS = ("dream", "e-rl2", "import")
+EPISODES = 2  # one exploration episode, one exploitation episode
+
+
+def reference_returns(env, ids) -> dict:
+    """The optimal (full information) and the no-information (Bayes-optimal, where the package can
+    compute it) mean exploitation returns over `ids`, by exact search."""
+    out = {"optimal": float(np.mean(dream_optimal.full_information(env, ids))), "no_information": None}
+    if env.name in ("city", "map"):  # the expectimax over 24 ids; distraction's 576 and cooking are not computed
+        out["no_information"] = float(np.mean(dream_optimal.no_information(env, ids)))
+    return out
+
+
+def write_videos(algo, state, test_env, out):
+    """GIFs of one greedy trial of seed 0 on the first held-out id: videos/explore.gif, exploit.gif."""
+    params = algo.agent_params(evaluation.seed_slice(state, 0))
+    agent = algo.agent() if algo.name != "dream" else algo.agent(greedy=True)
+    if hasattr(agent, "greedy") and not agent.greedy:
+        import dataclasses
+
+        agent = dataclasses.replace(agent, greedy=True)
+    task = jax.tree.map(lambda x: x[0], test_env.sample_tasks(jax.random.PRNGKey(0), 1))
+    episodes = trial_frames(agent, params, metarl.Trial(test_env, EPISODES), task, jax.random.PRNGKey(1))
+    paths = []
+    for name, frames in zip(("explore", "exploit"), episodes):
+        paths.append(str(save_gif(os.path.join(out, "videos", f"{name}.gif"), frames, frame_ms=300, scale=2)))
+    return paths
+
+
+def run_one(family, method, seeds, steps, points, tasks):
+    env = metarl.make(family)  # the training ids
+    test_env = metarl.make(family, split="test")
+    algo = algos.make(method, env, EPISODES, preset="default")
+    out = os.path.join("runs", "dream_compare", family, f"{method}-{steps}")
+    run = common.train_or_resume(algo, out, steps, seeds, eval_points=points, tasks=tasks,
+                                 command=["python", "-m", "benchmarks.dream_compare", family, "--methods", method])
+    state = run.result.state
+    key = jax.random.PRNGKey(0)
+    test_tasks = test_env.sample_tasks(key, tasks)
+    per_seed = np.stack([np.asarray(algo.evaluate(evaluation.seed_slice(state, i), key, tasks=test_tasks)) for i in range(seeds)])
+    exploit = per_seed[..., 1:].sum(-1)  # [seed, task]
+    interval = stats.total_return(per_seed[..., 1:], pooled=True)
+    history = [json.loads(line) for line in open(os.path.join(out, "eval", "history.jsonl"))] if points else []
+    curve = [{"env_steps": h["env_steps"], "mean_exploit_return": h.get("mean_exploit_return"), "ci95": h.get("exploit_ci95")}
+             for h in history]
+    videos = write_videos(algo, state, test_env, out)
+    print(f"  {family} {method}: {run.result.env_steps:,} steps/seed, {run.wall_seconds:.0f} s, exploitation return "
+          f"{interval.mean:.3f} [{interval.low:.3f}, {interval.high:.3f}]", flush=True)
+    return {
+        "family": family, "method": method, "algorithm": algo.name, "config": folder.jsonable(algo.config),
+        "seeds": seeds, "env_steps_per_seed": run.result.env_steps, "updates": run.result.updates,
+        "train_wall_seconds": run.wall_seconds, "train_seconds": run.train_seconds, "resumed": run.resumed,
+        "compile_seconds": run.result.compile_seconds, "eval_tasks": tasks, "eval_split": "test",
+        "mean_exploit_return": interval.mean, "ci95": [interval.low, interval.high],
+        "per_seed_mean_exploit_return": [float(x) for x in exploit.mean(-1)],
+        "mean_explore_return": float(per_seed[..., 0].mean()),
+        "curve_split": "train", "curve": curve, "run_folder": out, "videos": videos,
+    }
+
+
+def plot(family, entries, refs, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for e in entries:
+        pts = [c for c in e["curve"] if c["mean_exploit_return"] is not None]
+        if not pts:
+            continue
+        x = [c["env_steps"] for c in pts]
+        y = [c["mean_exploit_return"] for c in pts]
+        ax.plot(x, y, marker="o", label=f"{e['method']} ({e['seeds']} seeds)")
+        ax.fill_between(x, [c["ci95"][0] for c in pts], [c["ci95"][1] for c in pts], alpha=0.2)
+    ax.axhline(refs["optimal"], color="k", ls="--", label=f"optimal {refs['optimal']:.2f}")
+    if refs.get("no_information") is not None:
+        ax.axhline(refs["no_information"], color="grey", ls=":", label=f"no information {refs['no_information']:.2f}")
+    ax.set_xlabel("env steps per seed")
+    ax.set_ylabel("exploitation return (greedy, training ids)")
+    ax.set_title(family)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def verdict(entries):
+    by = {e["method"]: e for e in entries}
+    d = by.get("dream")
+    if d is None or len(by) < 2:
+        return None
+    parts = []
+    for name, e in by.items():
+        if name == "dream":
+            continue
+        rel = "above" if d["ci95"][0] > e["ci95"][1] else "below" if d["ci95"][1] < e["ci95"][0] else "overlaps"
+        parts.append(f"DREAM {rel} {name}")
+    return ", ".join(parts)
+
+
+def markdown(data):
+    refs, entries, meta = data["references"], data["entries"], data["meta"]
+    lines = [
+        "# DREAM vs E-RL² on DREAM's grid worlds",
+        "",
+        "Produced by `benchmarks/dream_compare.py` (see its docstring); do not edit by hand.",
+        f"Machine: {meta['machine']}, JAX {meta['jax']} ({meta['backend']}), commit {meta['commit']}.",
+        "",
+        "One exploration episode then one exploitation episode per trial (20 steps each). Score: the greedy",
+        "agent's mean exploitation return on held-out ids with the 95% Student-t interval over seeds x trials;",
+        "optimal (full information) and no-information (Bayes-optimal) returns by the package's exact search.",
+        "Env steps count both episodes (the reference's budget: 5M per seed). Wall time: training on this CPU,",
+        "all seeds in one process.",
+        "",
+    ]
+    cols = ["family", "method", "seeds", "env steps / seed", "exploitation return", "95% CI", "per seed", "optimal",
+            "no information", "train time (s)"]
+    rows = []
+    for fam in FAMILIES:
+        for e in [e for e in entries if e["family"] == fam]:
+            r = refs[fam]
+            rows.append([fam, e["method"], e["seeds"], f"{e['env_steps_per_seed']:,}", f"{e['mean_exploit_return']:.3f}",
+                         f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]", ", ".join(f"{x:.2f}" for x in e["per_seed_mean_exploit_return"]),
+                         f"{r['optimal']:.3f}", "n/c" if r.get("no_information") is None else f"{r['no_information']:.3f}",
+                         f"{e['train_seconds']:.0f}"])
+    lines.append(common.markdown_table(cols, rows))
+    lines += ["", "n/c: not computed (the expectimax over this family's ids is too large).", "", "## Verdicts", ""]
+    for fam in FAMILIES:
+        v = verdict([e for e in entries if e["family"] == fam])
+        if v:
+            lines.append(f"- {fam}: {v} (non-overlapping 95% CIs count as above/below)")
+    lines += ["", "## Commands", ""]
+    for e in entries:
+        lines.append(f"- {e['family']} {e['method']}: `python -m benchmarks.dream_compare {e['family']} --methods {e['method']} "
+                     f"--seeds {e['seeds']} --steps {e['env_steps_per_seed']}` (run folder {e['run_folder']}, GIFs in its videos/)")
+    lines += ["", "Learning curves (greedy, on the training ids): " + ", ".join(f"dream_{f}.png" for f in FAMILIES
+                                                                          if any(e["family"] == f for e in entries)), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = common.parser(__doc__, "families", seeds=3)
+    parser.add_argument("--methods", default="dream,e-rl2", help="comma-separated: " + ", ".join(METHODS))
+    parser.add_argument("--steps", type=int, default=2_000_000, help="env steps per seed")
+    parser.add_argument("--points", type=int, default=8, help="evaluations during training (the curve)")
+    args = parser.parse_args(argv)
+    families = args.families or list(FAMILIES)
+    methods = [m for m in args.methods.split(",") if m]
+    for f in families:
+        if f not in FAMILIES:
+            parser.error(f"unknown family {f!r}; choose from {', '.join(FAMILIES)}")
+    for m in methods:
+        if m not in METHODS:
+            parser.error(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+    path = os.path.join(RESULTS, "dream.json")
+    data = common.read_json(path) if os.path.exists(path) else {"entries": [], "references": {}}
+    for family in families:
+        test_env = metarl.make(family, split="test")
+        data["references"][family] = reference_returns(test_env, test_env.split_ids())
+        for method in methods:
+            entry = run_one(family, method, args.seeds, args.steps, args.points, args.tasks)
+            data["entries"] = [e for e in data["entries"] if not (e["family"] == family and e["method"] == method)] + [entry]
+            data["meta"] = common.machine()
+            data["entries"].sort(key=lambda e: (FAMILIES.index(e["family"]), METHODS.index(e["method"])))
+            plot(family, [e for e in data["entries"] if e["family"] == family], data["references"][family],
+                 os.path.join(RESULTS, f"dream_{family}.png"))
+            common.write_results("dream", data, markdown(data))
+
+
+if __name__ == "__main__":
+    main()
