@@ -23,6 +23,7 @@ Run folders: runs/dream_compare/FAMILY/METHOD-STEPS (a rerun resumes an existing
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -37,10 +38,11 @@ from metarl import algos
 from metarl.envs import dream_optimal
 from metarl.envs.render import save_gif, trial_frames
 from metarl.eval import stats
+from metarl.eval.evaluate import evaluate
 from metarl.run import evaluation, folder
 
 FAMILIES = ("city", "map", "distraction", "cooking")
-METHODS = ("dream", "e-rl2", "import")
+METHODS = ("dream", "e-rl2", "import", "varibad")
 EPISODES = 2  # one exploration episode, one exploitation episode
 
 
@@ -53,14 +55,21 @@ def reference_returns(env, ids) -> dict:
     return out
 
 
+def greedy_agent(algo):
+    """The algorithm's agent acting by its most likely action (RL²'s samples by default)."""
+    agent = algo.agent()
+    return dataclasses.replace(agent, greedy=True) if not getattr(agent, "greedy", True) else agent
+
+
+def evaluate_greedy(algo, seed_state, key, tasks):
+    """[tasks, episodes] returns of one seed's greedy agent on `tasks` (the reference tests with epsilon 0)."""
+    return np.asarray(evaluate(greedy_agent(algo), algo.agent_params(seed_state), algo.env, tasks, algo.episodes, key))
+
+
 def write_videos(algo, state, test_env, out):
     """GIFs of one greedy trial of seed 0 on the first held-out id: videos/explore.gif, exploit.gif."""
     params = algo.agent_params(evaluation.seed_slice(state, 0))
-    agent = algo.agent() if algo.name != "dream" else algo.agent(greedy=True)
-    if hasattr(agent, "greedy") and not agent.greedy:
-        import dataclasses
-
-        agent = dataclasses.replace(agent, greedy=True)
+    agent = greedy_agent(algo)
     task = jax.tree.map(lambda x: x[0], test_env.sample_tasks(jax.random.PRNGKey(0), 1))
     episodes = trial_frames(agent, params, metarl.Trial(test_env, EPISODES), task, jax.random.PRNGKey(1))
     paths = []
@@ -79,7 +88,7 @@ def run_one(family, method, seeds, steps, points, tasks):
     state = run.result.state
     key = jax.random.PRNGKey(0)
     test_tasks = test_env.sample_tasks(key, tasks)
-    per_seed = np.stack([np.asarray(algo.evaluate(evaluation.seed_slice(state, i), key, tasks=test_tasks)) for i in range(seeds)])
+    per_seed = np.stack([evaluate_greedy(algo, evaluation.seed_slice(state, i), key, test_tasks) for i in range(seeds)])
     exploit = per_seed[..., 1:].sum(-1)  # [seed, task]
     interval = stats.total_return(per_seed[..., 1:], pooled=True)
     history = [json.loads(line) for line in open(os.path.join(out, "eval", "history.jsonl"))] if points else []
@@ -144,7 +153,7 @@ def verdict(entries):
 def markdown(data):
     refs, entries, meta = data["references"], data["entries"], data["meta"]
     lines = [
-        "# DREAM vs E-RL² on DREAM's grid worlds",
+        "# DREAM vs E-RL², IMPORT and VariBAD on DREAM's grid worlds",
         "",
         "Produced by `benchmarks/dream_compare.py` (see its docstring); do not edit by hand.",
         f"Machine: {meta['machine']}, JAX {meta['jax']} ({meta['backend']}), commit {meta['commit']}.",
@@ -153,7 +162,9 @@ def markdown(data):
         "agent's mean exploitation return on held-out ids with the 95% Student-t interval over seeds x trials;",
         "optimal (full information) and no-information (Bayes-optimal) returns by the package's exact search.",
         "Env steps count both episodes (the reference's budget: 5M per seed). Wall time: training on this CPU,",
-        "all seeds in one process.",
+        "all seeds in one process (vmapped). The learning curves (PNG) use each algorithm's own evaluation hook on",
+        "the training ids: greedy for dream, import and varibad, sampled actions for e-rl2 (RL²'s agent samples);",
+        "the table's held-out scores are greedy for every method.",
         "",
     ]
     cols = ["family", "method", "seeds", "env steps / seed", "exploitation return", "95% CI", "per seed", "optimal",

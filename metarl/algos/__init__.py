@@ -8,5 +8,6 @@ from metarl.algos import dqn  # noqa: F401  (registration)
 from metarl.algos import erl2  # noqa: F401  (registration)
 from metarl.algos import dream  # noqa: F401  (registration)
 from metarl.algos import import_rl  # noqa: F401  (registration)
+from metarl.algos import varibad  # noqa: F401  (registration)
 
 __all__ = ["Algorithm", "algorithm_class", "make", "names", "register"]

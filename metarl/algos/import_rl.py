@@ -27,7 +27,9 @@ import optax
 
 from metarl.agents import Agent
 from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, register
+from metarl.envs.dream_grid import one_hot_observation
 from metarl.envs.trial import TimeStep
+from metarl.nets.init import orthogonal  # not Flax's: its batched QR deadlocks under vmap (metarl.nets.init)
 from metarl.errors import ConfigError, check_float, check_int
 from metarl.ops.gae import generalized_advantage_estimation, trial_discounts
 from metarl.ops.ppo import clipped_value_loss, entropy_from_logits, masked_mean, ppo_clipped_policy_loss, standardise
@@ -89,10 +91,10 @@ class ImportNetwork(nn.Module):
     def setup(self):
         self.f = nn.Embed(self.num_ids, self.embed_dim)
         self.inp = nn.Dense(64)
-        self.cell = nn.GRUCell(self.hidden)
+        self.cell = nn.GRUCell(self.hidden, recurrent_kernel_init=orthogonal())
         self.e = nn.Dense(self.embed_dim)
         self.layers = [nn.Dense(w) for w in self.head_hidden]
-        self.pi = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01))
+        self.pi = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01))
         self.v = nn.Dense(1)
 
     def id_embedding(self, task_id):
@@ -131,12 +133,8 @@ class ImportAgent(Agent):
         return ImportNetwork(self.env.num_actions, self.env.num_ids, self.hidden, self.embed_dim, tuple(self.head_hidden))
 
     def encode(self, obs):
-        """Each grid observation entry one-hot over its `obs_levels`, then the instruction (as DREAM's agent)."""
-        levels = getattr(self.env, "obs_levels", None)
-        if not self.one_hot_obs or levels is None:
-            return obs
-        parts = [jax.nn.one_hot(obs[..., i].astype(jnp.int32), n) for i, n in enumerate(levels)]
-        return jnp.concatenate(parts + [obs[..., len(levels):]], axis=-1)
+        """The observation as the networks read it (`dream_grid.one_hot_observation`, unless `one_hot_obs` is off)."""
+        return one_hot_observation(self.env, obs) if self.one_hot_obs else obs
 
     def inputs(self, timestep: TimeStep):
         """(the encoded observation, the GRU's input: it, the previous action, reward and done flag)."""
@@ -163,30 +161,22 @@ class ImportAgent(Agent):
         return action.astype(jnp.int32), carry
 
 
-@register
-@dataclasses.dataclass(frozen=True)
-class Import(InContextAlgorithm):
-    """IMPORT. `make("import", env, 1 + exploitation episodes, ...)` on a two-phase family (or any
-    family with task ids)."""
+class TrialPPO(InContextAlgorithm):
+    """PPO over whole trials for one recurrent policy whose agent has `step(params, carry, timestep)
+    -> (carry, logits, value, aux)`; IMPORT and VariBAD are this with their own carry and auxiliary
+    loss. One `update` = `trials_per_update` trials on fresh training tasks (the one rollout
+    primitive), GAE over each trial as one RL² episode on the counted rewards (episodes >=
+    `counted_from_episode`), then `epochs` passes of `minibatches` steps on PPO's loss plus
+    `aux_loss`. Subclasses give `trial_inputs` (per-trial inputs drawn for the update: ids, coin
+    flips), `initial_carry` and `aux_loss`; the config needs the PPO fields of `ImportConfig`."""
 
-    name = "import"
-    Config = ImportConfig
-    presets: ClassVar[dict[str, ImportConfig]] = PRESETS
-    update_keys = 2  #: the rollout; the trials' id choice and minibatch order
-
-    config: ImportConfig = ImportConfig()
-
-    @classmethod
-    def default_preset(cls, env, episodes=None):
-        return "default", "IMPORT with a PPO learner"
+    update_keys = 2  #: the rollout; the trials' inputs and minibatch order
 
     def __post_init__(self):
-        if not hasattr(self.env, "num_ids"):
-            raise ConfigError(f"import: needs a family whose tasks have ids (city, distraction, map, cooking); {self.env.name} has none")
         if not self.env.discrete:
-            raise ConfigError(f"import: needs discrete actions; {self.env.name} has continuous ones")
+            raise ConfigError(f"{self.name}: needs discrete actions; {self.env.name} has continuous ones")
         if self.config.counted_from_episode >= self.episodes:
-            raise ConfigError(f"import: counted_from_episode ({self.config.counted_from_episode}) must be below the trial's "
+            raise ConfigError(f"{self.name}: counted_from_episode ({self.config.counted_from_episode}) must be below the trial's "
                               f"episodes ({self.episodes}), or nothing is optimised", "counted_from_episode")
         super().__post_init__()
 
@@ -194,45 +184,42 @@ class Import(InContextAlgorithm):
     def steps_per_update(self) -> int:
         return self.config.trials_per_update * self.trial_steps
 
-    def agent(self, greedy: bool = True) -> ImportAgent:
-        return agent_from_config(ImportAgent, self.env, self.episodes, self.config, greedy=greedy)
-
     def optimizer(self):
         return adamw(self.config.lr, eps=1e-5, weight_decay=0.0, clip_norm=self.config.max_grad_norm)
-
-    def init_params(self, key_params):
-        agent = self.agent()
-        obs = agent.encode(jnp.zeros(self.env.obs_shape))
-        x = jnp.zeros((obs.shape[0] + self.env.num_actions + 2,))
-        return agent.network.init(key_params, obs, x)
 
     def init_extra(self, params, key_params):
         return {}
 
-    def replay(self, params, batch, task_id, use_id):
-        """Logits, values and recurrent embeddings e_t of one recorded trial [T, ...] under `params`."""
+    def trial_inputs(self, tasks, key) -> dict:
+        return {"task_id": tasks.task_id}
+
+    def initial_carry(self, params, inputs) -> dict:
+        raise NotImplementedError
+
+    def aux_loss(self, params, data, aux) -> tuple[jax.Array, dict]:
+        raise NotImplementedError
+
+    def replay(self, params, batch, inputs):
+        """Logits, values and the agent's aux output of one recorded trial [T, ...] under `params`."""
         agent = self.agent()
-        z_id = agent.network.apply(params, task_id, method=ImportNetwork.id_embedding)
-        carry = {**agent.init(None), "z_id": z_id, "use_id": use_id}
 
         def body(carry, timestep):
-            carry, logits, value, e = agent.step(params, carry, timestep)
-            return carry, (logits, value, e)
+            carry, logits, value, aux = agent.step(params, carry, timestep)
+            return carry, (logits, value, aux)
 
-        _, out = jax.lax.scan(body, carry, batch["timestep"])
+        _, out = jax.lax.scan(body, self.initial_carry(params, inputs), batch["timestep"])
         return out
 
-    def _update(self, ts: TrainState, key_rollout, key_ids):
+    def _update(self, ts: TrainState, key_rollout, key_inputs):
         c, agent, trial = self.config, self.agent(greedy=False), self.trial
         B, T = c.trials_per_update, self.trial_steps
         key_tasks, key_reset, key_steps = jax.random.split(key_rollout, 3)
         tasks = self.env.sample_tasks(key_tasks, B)
-        key_use, key_shuffle = jax.random.split(key_ids)
-        use_id = jax.random.uniform(key_use, (B,)) < c.id_fraction
-        params, net = ts.params, agent.network
+        key_draw, key_shuffle = jax.random.split(key_inputs)
+        inputs = self.trial_inputs(tasks, key_draw)
+        params = ts.params
         timestep, state = jax.vmap(trial.reset)(jax.random.split(key_reset, B), tasks)
-        carry = jax.vmap(agent.init)(jax.random.split(key_reset, B))
-        carry = {**carry, "z_id": net.apply(params, tasks.task_id, method=ImportNetwork.id_embedding), "use_id": use_id}
+        carry = jax.vmap(self.initial_carry, in_axes=(None, 0))(params, inputs)
         step_all = jax.vmap(lambda cr, t: agent.step(params, cr, t))
 
         def policy(carry, timestep, key, t):
@@ -243,7 +230,7 @@ class Import(InContextAlgorithm):
 
         def record(s):
             return {"timestep": s.timestep, "action": s.action, "logp": s.out["logp"], "value": s.out["value"], "reward": s.reward,
-                    "valid": s.info["valid"], "trial_done": s.info["trial_done"]}
+                    "valid": s.info["valid"], "trial_done": s.info["trial_done"], "next_obs": s.next_timestep.outcome_obs}
 
         _, batch = rollout(trial, policy, carry, timestep, state, jax.random.split(key_steps, T), batch=True, record=record)
         batch = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), batch)  # [B, T, ...]
@@ -254,22 +241,19 @@ class Import(InContextAlgorithm):
         v_next = jnp.concatenate([batch["value"][:, 1:], jnp.zeros((B, 1))], axis=1)
         advantage = jax.vmap(generalized_advantage_estimation, in_axes=(0, 0, 0, 0, None))(counted, discount, batch["value"], v_next, c.gae_lambda)
         mask = valid.astype(jnp.float32)
-        data = {"batch": batch, "task_id": tasks.task_id, "use_id": use_id, "adv": standardise(advantage, mask),
-                "target": advantage + batch["value"], "mask": mask}
-        replay = jax.vmap(self.replay, in_axes=(None, 0, 0, 0))
+        data = {"batch": batch, "inputs": inputs, "adv": standardise(advantage, mask), "target": advantage + batch["value"], "mask": mask}
+        replay = jax.vmap(self.replay, in_axes=(None, 0, 0))
 
         def loss_fn(p, d):
-            logits, value, e = replay(p, d["batch"], d["task_id"], d["use_id"])
+            logits, value, aux = replay(p, d["batch"], d["inputs"])
             logp = jnp.take_along_axis(jax.nn.log_softmax(logits), d["batch"]["action"][..., None], axis=-1)[..., 0]
             m = d["mask"]
-            pg, aux = ppo_clipped_policy_loss(logp, d["batch"]["logp"], d["adv"], c.clip_eps, m)
+            pg, ppo_aux = ppo_clipped_policy_loss(logp, d["batch"]["logp"], d["adv"], c.clip_eps, m)
             v_loss = clipped_value_loss(value, d["target"], mask_t=m)
             entropy = entropy_from_logits(logits, m)
-            f = net.apply(p, d["task_id"], method=ImportNetwork.id_embedding)
-            distance = masked_mean(jnp.sum(jnp.square(e - jax.lax.stop_gradient(f)[:, None]), -1), m)
-            total = pg + c.vf_coef * v_loss - c.ent_coef * entropy + c.distance_coef * distance
-            return total, {"policy_loss": pg, "value_loss": v_loss, "entropy": entropy, "embedding_distance": distance,
-                           "approx_kl": aux["approx_kl"]}
+            extra, extra_stats = self.aux_loss(p, d, aux)
+            total = pg + c.vf_coef * v_loss - c.ent_coef * entropy + extra
+            return total, {"policy_loss": pg, "value_loss": v_loss, "entropy": entropy, "approx_kl": ppo_aux["approx_kl"], **extra_stats}
 
         optimizer = self.optimizer()
         M = c.minibatches
@@ -287,7 +271,57 @@ class Import(InContextAlgorithm):
         (params, opt_state), stats = jax.lax.scan(epoch, (params, ts.opt_state), jax.random.split(key_shuffle, c.epochs))
         stats = jax.tree.map(lambda v: v[-1, -1], stats)
         exploit = jnp.sum(jnp.where(batch["timestep"].episode_index >= 1, reward, 0.0), 1)
-        recurrent = (~use_id).astype(jnp.float32)
-        metrics = {**stats, "exploit_return": jnp.mean(exploit),
-                   "exploit_return_recurrent": jnp.sum(exploit * recurrent) / jnp.maximum(recurrent.sum(), 1.0)}
-        return ts.replace(params=params, opt_state=opt_state), metrics
+        return ts.replace(params=params, opt_state=opt_state), {**stats, **self.trial_metrics(exploit, inputs)}
+
+    def trial_metrics(self, exploit, inputs) -> dict:
+        """Metrics of the update's trials from their exploitation returns [B]."""
+        return {"exploit_return": jnp.mean(exploit)}
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Import(TrialPPO):
+    """IMPORT. `make("import", env, 1 + exploitation episodes, ...)` on a family whose tasks have
+    ids (city, distraction, map, cooking)."""
+
+    name = "import"
+    Config = ImportConfig
+    presets: ClassVar[dict[str, ImportConfig]] = PRESETS
+
+    config: ImportConfig = ImportConfig()
+
+    @classmethod
+    def default_preset(cls, env, episodes=None):
+        return "default", "IMPORT with a PPO learner"
+
+    def __post_init__(self):
+        if not hasattr(self.env, "num_ids"):
+            raise ConfigError(f"import: needs a family whose tasks have ids (city, distraction, map, cooking); {self.env.name} has none")
+        super().__post_init__()
+
+    def agent(self, greedy: bool = True) -> ImportAgent:
+        return agent_from_config(ImportAgent, self.env, self.episodes, self.config, greedy=greedy)
+
+    def init_params(self, key_params):
+        agent = self.agent()
+        obs = agent.encode(jnp.zeros(self.env.obs_shape))
+        x = jnp.zeros((obs.shape[0] + self.env.num_actions + 2,))
+        return agent.network.init(key_params, obs, x)
+
+    def trial_inputs(self, tasks, key):
+        return {"task_id": tasks.task_id, "use_id": jax.random.uniform(key, tasks.task_id.shape) < self.config.id_fraction}
+
+    def initial_carry(self, params, inputs):
+        agent = self.agent()
+        z_id = agent.network.apply(params, inputs["task_id"], method=ImportNetwork.id_embedding)
+        return {**agent.init(None), "z_id": z_id, "use_id": inputs["use_id"]}
+
+    def aux_loss(self, params, data, e):
+        f = self.agent().network.apply(params, data["inputs"]["task_id"], method=ImportNetwork.id_embedding)
+        distance = masked_mean(jnp.sum(jnp.square(e - jax.lax.stop_gradient(f)[:, None]), -1), data["mask"])
+        return self.config.distance_coef * distance, {"embedding_distance": distance}
+
+    def trial_metrics(self, exploit, inputs):
+        recurrent = (~inputs["use_id"]).astype(jnp.float32)
+        return {"exploit_return": jnp.mean(exploit),
+                "exploit_return_recurrent": jnp.sum(exploit * recurrent) / jnp.maximum(recurrent.sum(), 1.0)}

@@ -432,6 +432,18 @@ class Cooking(GridFamily):
         return None  # the instruction is in the observation; the picture shows the drawers and the agent
 
 
+def one_hot_observation(env, obs) -> jax.Array:
+    """`obs` [..., obs_shape] as the learners read it: each entry before the instruction one-hot
+    over its `env.obs_levels` (the reference embeds each with its own table: a Dense layer on raw
+    grid coordinates makes lookups such as "this bus leads there" slow to learn), then the
+    instruction's entries; unchanged for a family without `obs_levels`."""
+    levels = getattr(env, "obs_levels", None)
+    if levels is None:
+        return obs
+    parts = [jax.nn.one_hot(obs[..., i].astype(jnp.int32), n) for i, n in enumerate(levels)]
+    return jnp.concatenate(parts + [obs[..., len(levels):]], axis=-1)
+
+
 def exploit_return(returns) -> np.ndarray:
     """The exploitation return of two-phase trials: per-episode returns [..., episodes] summed
     over the episodes >= 1 (episode 0 explores)."""
