@@ -87,6 +87,33 @@ def sample_or_greedy(key: jax.Array, logits: jax.Array, greedy: bool) -> jax.Arr
     return action.astype(jnp.int32)
 
 
+def minibatch_epochs(loss_fn, optimizer, params, opt_state, data, num_minibatches: int, epochs: int, key):
+    """`epochs` passes over `data` (a pytree of [B, ...] arrays, B a multiple of
+    `num_minibatches`), each a fresh permutation split into `num_minibatches` gradient steps of
+    `loss_fn(params, minibatch) -> (loss, stats)`; all in `lax.scan`s. Returns (params,
+    opt_state, the last step's stats)."""
+    B = jax.tree.leaves(data)[0].shape[0]
+
+    def minibatch(carry, d):
+        p, state = carry
+        (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, d)
+        updates, state = optimizer.update(grads, state, p)
+        return (optax.apply_updates(p, updates), state), stats
+
+    def epoch(carry, k):
+        order = jax.random.permutation(k, B).reshape(num_minibatches, B // num_minibatches)
+        return jax.lax.scan(minibatch, carry, jax.tree.map(lambda x: x[order], data))
+
+    (params, opt_state), stats = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, epochs))
+    return params, opt_state, jax.tree.map(lambda v: v[-1, -1], stats)
+
+
+def sampled_actions(logits: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(int32 actions sampled from `logits` [..., A], their log-probabilities)."""
+    action = jax.random.categorical(key, logits).astype(jnp.int32)
+    return action, jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
+
+
 def check_ppo_settings(owner: str, c: Any) -> None:
     """Validate the PPO fields a config shares (RL²'s, PPO's): lr, lr_decay_updates, adam_eps,
     max_grad_norm, gamma, gae_lambda, clip_eps, value_clip_eps, ent_coef, vf_coef."""

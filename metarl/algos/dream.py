@@ -44,10 +44,9 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from metarl.agents import Agent
-from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, register
+from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, minibatch_epochs, register, sampled_actions
 from metarl.envs.dream_grid import END_EPISODE, one_hot_observation
 from metarl.envs.trial import TimeStep
 from metarl.nets.init import orthogonal  # not Flax's: its batched QR deadlocks under vmap (metarl.nets.init)
@@ -341,8 +340,7 @@ class Dream(InContextAlgorithm):
 
         def policy(carry, timestep, key, t):
             carry, logits, value, _, _ = step_one(carry, timestep)
-            action = jax.random.categorical(key, logits).astype(jnp.int32)
-            logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[:, 0]
+            action, logp = sampled_actions(logits, key)
             return action, carry, {"logp": logp, "value": value}
 
         def record(s):
@@ -389,21 +387,7 @@ class Dream(InContextAlgorithm):
             return total, {"explore_loss": losses["explore"], "exploit_loss": losses["exploit"], "decoder_loss": decoder,
                            "id_norm": jnp.mean(jnp.sum(jnp.square(f_now), -1))}
 
-        optimizer = self.optimizer()
-        M = c.minibatches
-
-        def minibatch(carry, d):
-            p, opt_state = carry
-            (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, d)
-            updates, opt_state = optimizer.update(grads, opt_state, p)
-            return (optax.apply_updates(p, updates), opt_state), stats
-
-        def epoch(carry, key):
-            order = jax.random.permutation(key, B).reshape(M, B // M)
-            return jax.lax.scan(minibatch, carry, jax.tree.map(lambda x: x[order], data))
-
-        (params, opt_state), stats = jax.lax.scan(epoch, (params, ts.opt_state), jax.random.split(key_shuffle, c.epochs))
-        stats = jax.tree.map(lambda v: v[-1, -1], stats)
+        params, opt_state, stats = minibatch_epochs(loss_fn, self.optimizer(), params, ts.opt_state, data, c.minibatches, c.epochs, key_shuffle)
         env_reward = jnp.where(exploit_mask, batch["reward"], 0.0).sum(1)  # [B] exploitation return per trial
         decoded = (~use_id).astype(jnp.float32)
         ts_b = batch["timestep"]

@@ -23,10 +23,9 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from metarl.agents import Agent
-from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, register
+from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, minibatch_epochs, register, sampled_actions
 from metarl.envs.dream_grid import one_hot_observation
 from metarl.envs.trial import TimeStep
 from metarl.nets.init import orthogonal  # not Flax's: its batched QR deadlocks under vmap (metarl.nets.init)
@@ -37,8 +36,14 @@ from metarl.rollout import rollout
 
 
 @dataclasses.dataclass(frozen=True)
-class ImportConfig:
-    """IMPORT settings (PPO learner)."""
+class TrialPPOConfig:
+    """The PPO settings of `TrialPPO` (IMPORT's and VariBAD's configs extend it)."""
+
+    owner: ClassVar[str] = "trial-ppo"
+    positive_ints: ClassVar[tuple[str, ...]] = ()  #: the subclass's fields that must be >= 1
+    weights: ClassVar[tuple[str, ...]] = ()  #: the subclass's fields that must be >= 0
+    fractions: ClassVar[tuple[str, ...]] = ()  #: the subclass's fields in [0, 1]
+    widths: ClassVar[tuple[str, ...]] = ()  #: the subclass's hidden-width tuples
 
     trials_per_update: int = 128  #: whole trials per update
     epochs: int = 4  #: passes over the update's trials
@@ -50,30 +55,43 @@ class ImportConfig:
     clip_eps: float = 0.2  #: PPO ratio clip range
     ent_coef: float = 0.01  #: entropy bonus
     vf_coef: float = 0.5  #: value loss coefficient
+    counted_from_episode: int = 1  #: rewards of episodes before this one are not optimised (1: E-RL²'s objective)
+    one_hot_obs: bool = True  #: one-hot each grid observation entry (as the reference's embedding tables)
+
+    def __post_init__(self):
+        o = self.owner
+        for name in ("trials_per_update", "epochs", "minibatches") + self.positive_ints:
+            check_int(o, name, getattr(self, name), low=1, high=1_000_000)
+        check_float(o, "lr", self.lr, low=0.0, low_open=True)
+        if self.trials_per_update % self.minibatches:
+            raise ConfigError(f"{o}: trials_per_update ({self.trials_per_update}) must be a multiple of minibatches ({self.minibatches})")
+        for name in ("max_grad_norm", "ent_coef", "vf_coef") + self.weights:
+            check_float(o, name, getattr(self, name), low=0.0)
+        for name in ("gamma", "gae_lambda") + self.fractions:
+            check_float(o, name, getattr(self, name), low=0.0, high=1.0)
+        check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
+        check_int(o, "counted_from_episode", self.counted_from_episode, low=0)
+        for name in self.widths:
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+            for width in getattr(self, name):
+                check_int(o, name, width, low=1, high=65536)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportConfig(TrialPPOConfig):
+    """IMPORT settings (PPO learner)."""
+
+    owner: ClassVar[str] = "import"
+    positive_ints: ClassVar[tuple[str, ...]] = ("hidden", "embed_dim")
+    weights: ClassVar[tuple[str, ...]] = ("distance_coef",)
+    fractions: ClassVar[tuple[str, ...]] = ("id_fraction",)
+    widths: ClassVar[tuple[str, ...]] = ("head_hidden",)
+
     hidden: int = 128  #: GRU units
     embed_dim: int = 32  #: size of z (the reference: 64)
     head_hidden: tuple[int, ...] = (128, 128)  #: the actor-critic head's hidden widths
     distance_coef: float = 1.0  #: weight of ||e_t - f(id)||^2
     id_fraction: float = 0.5  #: training trials whose head reads f(id) instead of e_t
-    counted_from_episode: int = 1  #: rewards of episodes before this one are not optimised (1: E-RL²'s objective)
-    one_hot_obs: bool = True  #: one-hot each grid observation entry (as the reference's embedding tables)
-
-    def __post_init__(self):
-        o = "import"
-        for name in ("trials_per_update", "epochs", "minibatches", "hidden", "embed_dim"):
-            check_int(o, name, getattr(self, name), low=1, high=1_000_000)
-        check_float(o, "lr", self.lr, low=0.0, low_open=True)
-        if self.trials_per_update % self.minibatches:
-            raise ConfigError(f"import: trials_per_update ({self.trials_per_update}) must be a multiple of minibatches ({self.minibatches})")
-        for name in ("max_grad_norm", "ent_coef", "vf_coef", "distance_coef"):
-            check_float(o, name, getattr(self, name), low=0.0)
-        for name in ("gamma", "gae_lambda", "id_fraction"):
-            check_float(o, name, getattr(self, name), low=0.0, high=1.0)
-        check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
-        check_int(o, "counted_from_episode", self.counted_from_episode, low=0)
-        object.__setattr__(self, "head_hidden", tuple(self.head_hidden))
-        for width in self.head_hidden:
-            check_int(o, "head_hidden", width, low=1, high=65536)
 
 
 PRESETS: dict[str, ImportConfig] = {"default": ImportConfig()}
@@ -224,8 +242,7 @@ class TrialPPO(InContextAlgorithm):
 
         def policy(carry, timestep, key, t):
             carry, logits, value, _ = step_all(carry, timestep)
-            action = jax.random.categorical(key, logits).astype(jnp.int32)
-            logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[:, 0]
+            action, logp = sampled_actions(logits, key)
             return action, carry, {"logp": logp, "value": value}
 
         def record(s):
@@ -255,21 +272,7 @@ class TrialPPO(InContextAlgorithm):
             total = pg + c.vf_coef * v_loss - c.ent_coef * entropy + extra
             return total, {"policy_loss": pg, "value_loss": v_loss, "entropy": entropy, "approx_kl": ppo_aux["approx_kl"], **extra_stats}
 
-        optimizer = self.optimizer()
-        M = c.minibatches
-
-        def minibatch(carry, d):
-            p, opt_state = carry
-            (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, d)
-            updates, opt_state = optimizer.update(grads, opt_state, p)
-            return (optax.apply_updates(p, updates), opt_state), stats
-
-        def epoch(carry, key):
-            order = jax.random.permutation(key, B).reshape(M, B // M)
-            return jax.lax.scan(minibatch, carry, jax.tree.map(lambda x: x[order], data))
-
-        (params, opt_state), stats = jax.lax.scan(epoch, (params, ts.opt_state), jax.random.split(key_shuffle, c.epochs))
-        stats = jax.tree.map(lambda v: v[-1, -1], stats)
+        params, opt_state, stats = minibatch_epochs(loss_fn, self.optimizer(), params, ts.opt_state, data, c.minibatches, c.epochs, key_shuffle)
         exploit = jnp.sum(jnp.where(batch["timestep"].episode_index >= 1, reward, 0.0), 1)
         return ts.replace(params=params, opt_state=opt_state), {**stats, **self.trial_metrics(exploit, inputs)}
 

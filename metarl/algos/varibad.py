@@ -29,28 +29,22 @@ import jax.numpy as jnp
 
 from metarl.agents import Agent
 from metarl.algos.base import agent_from_config, register
-from metarl.algos.import_rl import TrialPPO
+from metarl.algos.import_rl import TrialPPO, TrialPPOConfig
 from metarl.envs.dream_grid import one_hot_observation
 from metarl.envs.trial import TimeStep
 from metarl.nets.init import orthogonal  # not Flax's: its batched QR deadlocks under vmap (metarl.nets.init)
-from metarl.errors import ConfigError, check_float, check_int
 from metarl.ops.ppo import masked_mean
 
 
 @dataclasses.dataclass(frozen=True)
-class VariBADConfig:
-    """VariBAD settings (PPO learner)."""
+class VariBADConfig(TrialPPOConfig):
+    """VariBAD settings (PPO learner; the PPO fields are `TrialPPOConfig`'s)."""
 
-    trials_per_update: int = 128  #: whole trials per update
-    epochs: int = 4  #: passes over the update's trials
-    minibatches: int = 8  #: gradient steps per pass (trials_per_update must divide by it)
-    lr: float = 1e-3  #: Adam learning rate
-    max_grad_norm: float = 1.0  #: clip gradients to this global norm (0: no clipping)
-    gamma: float = 0.99  #: discount over the whole trial
-    gae_lambda: float = 0.95  #: GAE lambda
-    clip_eps: float = 0.2  #: PPO ratio clip range
-    ent_coef: float = 0.01  #: entropy bonus
-    vf_coef: float = 0.5  #: value loss coefficient
+    owner: ClassVar[str] = "varibad"
+    positive_ints: ClassVar[tuple[str, ...]] = ("hidden", "latent_dim")
+    weights: ClassVar[tuple[str, ...]] = ("state_coef", "kl_coef", "elbo_coef")
+    widths: ClassVar[tuple[str, ...]] = ("decoder_hidden", "policy_hidden")
+
     hidden: int = 128  #: the encoder's GRU units
     latent_dim: int = 16  #: the task latent m (the reference: 64)
     decoder_hidden: tuple[int, ...] = (128, 128)  #: the reward and state decoder's hidden widths
@@ -58,26 +52,6 @@ class VariBADConfig:
     state_coef: float = 1.0  #: weight of the next-observation reconstruction
     kl_coef: float = 0.1  #: weight of KL(q_t || q_{t-1})
     elbo_coef: float = 1.0  #: weight of the whole ELBO loss beside PPO's
-    counted_from_episode: int = 1  #: rewards of episodes before this one are not optimised (1: E-RL²'s objective)
-    one_hot_obs: bool = True  #: one-hot each grid observation entry
-
-    def __post_init__(self):
-        o = "varibad"
-        for name in ("trials_per_update", "epochs", "minibatches", "hidden", "latent_dim"):
-            check_int(o, name, getattr(self, name), low=1, high=1_000_000)
-        check_float(o, "lr", self.lr, low=0.0, low_open=True)
-        if self.trials_per_update % self.minibatches:
-            raise ConfigError(f"varibad: trials_per_update ({self.trials_per_update}) must be a multiple of minibatches ({self.minibatches})")
-        for name in ("max_grad_norm", "ent_coef", "vf_coef", "state_coef", "kl_coef", "elbo_coef"):
-            check_float(o, name, getattr(self, name), low=0.0)
-        for name in ("gamma", "gae_lambda"):
-            check_float(o, name, getattr(self, name), low=0.0, high=1.0)
-        check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
-        check_int(o, "counted_from_episode", self.counted_from_episode, low=0)
-        for name in ("decoder_hidden", "policy_hidden"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-            for width in getattr(self, name):
-                check_int(o, name, width, low=1, high=65536)
 
 
 PRESETS: dict[str, VariBADConfig] = {"default": VariBADConfig()}
