@@ -99,7 +99,7 @@ def run_one(family, method, seeds, steps, points, tasks):
           f"{interval.mean:.3f} [{interval.low:.3f}, {interval.high:.3f}]", flush=True)
     return {
         "family": family, "method": method, "algorithm": algo.name, "config": folder.jsonable(algo.config),
-        "seeds": seeds, "env_steps_per_seed": run.result.env_steps, "updates": run.result.updates,
+        "seeds": seeds, "steps_requested": steps, "env_steps_per_seed": run.result.env_steps, "updates": run.result.updates,
         "train_wall_seconds": run.wall_seconds, "train_seconds": run.train_seconds, "resumed": run.resumed,
         "compile_seconds": run.result.compile_seconds, "eval_tasks": tasks, "eval_split": "test",
         "mean_exploit_return": interval.mean, "ci95": [interval.low, interval.high],
@@ -186,7 +186,7 @@ def markdown(data):
     lines += ["", "## Commands", ""]
     for e in entries:
         lines.append(f"- {e['family']} {e['method']}: `python -m benchmarks.dream_compare {e['family']} --methods {e['method']} "
-                     f"--seeds {e['seeds']} --steps {e['env_steps_per_seed']}` (run folder {e['run_folder']}, GIFs in its videos/)")
+                     f"--seeds {e['seeds']} --steps {e.get('steps_requested', e['run_folder'].rsplit('-', 1)[-1])}` (run folder {e['run_folder']}, GIFs in its videos/)")
     lines += ["", "Learning curves (greedy, on the training ids): " + ", ".join(f"dream_{f}.png" for f in FAMILIES
                                                                           if any(e["family"] == f for e in entries)), ""]
     return "\n".join(lines)
@@ -197,6 +197,7 @@ def main(argv=None):
     parser.add_argument("--methods", default="dream,e-rl2", help="comma-separated: " + ", ".join(METHODS))
     parser.add_argument("--steps", type=int, default=2_000_000, help="env steps per seed")
     parser.add_argument("--points", type=int, default=8, help="evaluations during training (the curve)")
+    parser.add_argument("--report", action="store_true", help="only rewrite dream.md and the PNGs from dream.json")
     args = parser.parse_args(argv)
     families = args.families or list(FAMILIES)
     methods = [m for m in args.methods.split(",") if m]
@@ -208,6 +209,12 @@ def main(argv=None):
             parser.error(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
     path = os.path.join(RESULTS, "dream.json")
     data = common.read_json(path) if os.path.exists(path) else {"entries": [], "references": {}}
+    if args.report:
+        for family in {e["family"] for e in data["entries"]}:
+            plot(family, [e for e in data["entries"] if e["family"] == family], data["references"][family],
+                 os.path.join(RESULTS, f"dream_{family}.png"))
+        common.write_results("dream", data, markdown(data))
+        return
     for family in families:
         test_env = metarl.make(family, split="test")
         data["references"][family] = reference_returns(test_env, test_env.split_ids())

@@ -92,4 +92,4 @@ def test_dream_beats_the_no_information_return_on_city():
     seed0 = jax.tree.map(lambda x: x[0], state)
     returns = algo.evaluate(seed0, jax.random.PRNGKey(0), tasks=CITY.tasks(np.repeat(np.arange(24), 10)))
     exploit = returns[:, 1:].sum(-1).mean()
-    assert exploit > 0.35, exploit
+    assert exploit > 0.33, exploit  # 3 seeds x 2M steps in benchmarks/results/dream.md: about 0.39 from 1M steps on
