@@ -36,7 +36,6 @@ from benchmarks.common import RESULTS
 import metarl
 from metarl import algos
 from metarl.envs import dream_optimal
-from metarl.envs.render import save_gif, trial_frames
 from metarl.eval import stats
 from metarl.eval.evaluate import evaluate
 from metarl.run import evaluation, folder
@@ -55,27 +54,9 @@ def reference_returns(env, ids) -> dict:
     return out
 
 
-def greedy_agent(algo):
-    """The algorithm's agent acting by its most likely action (RL²'s samples by default)."""
-    agent = algo.agent()
-    return dataclasses.replace(agent, greedy=True) if not getattr(agent, "greedy", True) else agent
-
-
 def evaluate_greedy(algo, seed_state, key, tasks):
     """[tasks, episodes] returns of one seed's greedy agent on `tasks` (the reference tests with epsilon 0)."""
-    return np.asarray(evaluate(greedy_agent(algo), algo.agent_params(seed_state), algo.env, tasks, algo.episodes, key))
-
-
-def write_videos(algo, state, test_env, out):
-    """GIFs of one greedy trial of seed 0 on the first held-out id: videos/explore.gif, exploit.gif."""
-    params = algo.agent_params(evaluation.seed_slice(state, 0))
-    agent = greedy_agent(algo)
-    task = jax.tree.map(lambda x: x[0], test_env.sample_tasks(jax.random.PRNGKey(0), 1))
-    episodes = trial_frames(agent, params, metarl.Trial(test_env, EPISODES), task, jax.random.PRNGKey(1))
-    paths = []
-    for name, frames in zip(("explore", "exploit"), episodes):
-        paths.append(str(save_gif(os.path.join(out, "videos", f"{name}.gif"), frames, frame_ms=300, scale=2)))
-    return paths
+    return np.asarray(evaluate(evaluation.greedy_agent(algo), algo.agent_params(seed_state), algo.env, tasks, algo.episodes, key))
 
 
 def run_one(family, method, seeds, steps, points, tasks):
@@ -94,7 +75,8 @@ def run_one(family, method, seeds, steps, points, tasks):
     history = [json.loads(line) for line in open(os.path.join(out, "eval", "history.jsonl"))] if points else []
     curve = [{"env_steps": h["env_steps"], "mean_exploit_return": h.get("mean_exploit_return"), "ci95": h.get("exploit_ci95")}
              for h in history]
-    videos = write_videos(algo, state, test_env, out)
+    # one greedy trial on a held-out id (the same agent and parameters: only the family's split differs)
+    videos = [os.path.relpath(p, out) for p in evaluation.write_trial_videos(dataclasses.replace(algo, env=test_env), state, out, run.result.env_steps)]
     print(f"  {family} {method}: {run.result.env_steps:,} steps/seed, {run.wall_seconds:.0f} s, exploitation return "
           f"{interval.mean:.3f} [{interval.low:.3f}, {interval.high:.3f}]", flush=True)
     return {

@@ -93,3 +93,17 @@ def test_dream_beats_the_no_information_return_on_city():
     returns = algo.evaluate(seed0, jax.random.PRNGKey(0), tasks=CITY.tasks(np.repeat(np.arange(24), 10)))
     exploit = returns[:, 1:].sum(-1).mean()
     assert exploit > 0.33, exploit  # 3 seeds x 2M steps in benchmarks/results/dream.md: about 0.39 from 1M steps on
+
+
+def test_evaluation_writes_exploration_and_exploitation_gifs(tmp_path):
+    from PIL import Image
+
+    from metarl.run.evaluation import write_trial_videos
+
+    algo = algos.make("dream", CITY, 2, **TINY)
+    state = jax.tree.map(lambda x: x[None], algo.init(jax.random.PRNGKey(0)))  # stacked over one seed, as the host loop keeps it
+    paths = write_trial_videos(algo, state, str(tmp_path), 5120)
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["steps_000000005120_explore.gif", "steps_000000005120_exploit.gif"]
+    for p in paths:
+        with Image.open(p) as im:
+            assert im.n_frames >= 2 and im.size == (2 * 9 * 24, 2 * 9 * 24)

@@ -10,6 +10,7 @@ hook (`InContextAlgorithm.evaluate`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Sequence
@@ -27,6 +28,32 @@ from metarl.run.settings import init_keys
 def seed_slice(state: Any, i: int) -> Any:
     """Seed `i`'s train state out of a state stacked over seeds."""
     return jax.tree.map(lambda x: x[i], state)
+
+
+def greedy_agent(algo):
+    """The algorithm's in-context agent acting by its most likely action (RL²'s samples by default)."""
+    agent = algo.agent()
+    return dataclasses.replace(agent, greedy=True) if not getattr(agent, "greedy", True) else agent
+
+
+def write_trial_videos(algo, state: Any, out_dir: str, env_steps: int, seed: int = 0) -> list[str]:
+    """GIFs of one greedy trial of seed 0's agent on a task sampled with PRNGKey(seed), one per
+    episode: videos/steps_N_explore.gif and _exploit.gif on a two-phase family (DREAM's grid
+    worlds: what the reference writes to visualize/), _episode_K.gif otherwise. Returns the paths."""
+    from metarl.envs.render import save_gif, trial_frames
+    from metarl.envs.trial import Trial
+
+    env = algo.env
+    params = algo.agent_params(seed_slice(state, 0))
+    task = jax.tree.map(lambda x: x[0], env.sample_tasks(jax.random.PRNGKey(seed), 1))
+    episodes = trial_frames(greedy_agent(algo), params, Trial(env, algo.episodes), task, report.evaluation_key(seed))
+    two_phase = getattr(env, "two_phase", False)
+    paths = []
+    for k, frames in enumerate(episodes):
+        name = ("explore" if k == 0 else "exploit" if k == 1 else f"exploit_{k}") if two_phase else f"episode_{k}"
+        path = os.path.join(out_dir, "videos", f"steps_{env_steps:012d}_{name}.gif")
+        paths.append(str(save_gif(path, frames, frame_ms=300, scale=2)))
+    return paths
 
 
 def episodes_of(algo) -> int:
@@ -120,6 +147,8 @@ def evaluate_during_training(algo, state, seeds, done, spu, tasks, seed, names, 
     }
     if "mean_exploit_return" in me:  # two-phase trials: the return that counts
         line["mean_exploit_return"], line["exploit_ci95"] = me["mean_exploit_return"], me["exploit_ci95"]
+    if algo.in_context and getattr(algo.env, "two_phase", False):  # DREAM's grid worlds: GIFs of the agent, as the reference's visualize/
+        line["videos"] = [os.path.relpath(p, out_dir) for p in write_trial_videos(algo, state, out_dir, done * spu, seed)]
     folder.append_jsonl(os.path.join(eval_dir, "history.jsonl"), line)
     if writer is not None:
         writer.add_scalar("eval/mean_total_return", me["mean_total_return"], done * spu)
