@@ -55,6 +55,9 @@ def test_elbo_decodes_every_transition_from_every_step():
         want.append(err)
     assert float(reward_loss) == pytest.approx(np.mean(want), rel=1e-4)
     assert float(loss) == pytest.approx(float(reward_loss), rel=1e-6)
+    # ELBO subsampling: one encoder step's latent decodes the trial (the padding step counts as no term)
+    _, (one, _, _) = algo.elbo_loss(params, batch, mu, logvar, valid, jax.random.PRNGKey(1), elbo_steps=1)
+    assert any(float(one) == pytest.approx(x, rel=1e-4) for x in want) or float(one) == 0.0
 
 
 def test_one_update_trains_every_part_and_policy_gradient_stops_at_the_posterior():

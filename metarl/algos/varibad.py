@@ -32,6 +32,7 @@ from metarl.algos.base import agent_from_config, register
 from metarl.algos.import_rl import TrialPPO, TrialPPOConfig
 from metarl.envs.dream_grid import one_hot_observation
 from metarl.envs.trial import TimeStep
+from metarl.errors import check_int
 from metarl.nets.init import orthogonal  # not Flax's: its batched QR deadlocks under vmap (metarl.nets.init)
 from metarl.ops.ppo import masked_mean
 
@@ -52,6 +53,13 @@ class VariBADConfig(TrialPPOConfig):
     state_coef: float = 1.0  #: weight of the next-observation reconstruction
     kl_coef: float = 0.1  #: weight of KL(q_t || q_{t-1})
     elbo_coef: float = 1.0  #: weight of the whole ELBO loss beside PPO's
+    #: encoder steps per trial whose latent decodes the whole trial, drawn at random each update
+    #: (VariBAD's ELBO subsampling; 0: every step, T x T decodings per trial)
+    elbo_steps: int = 8
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_int(self.owner, "elbo_steps", self.elbo_steps, low=0, high=1_000_000)
 
 
 PRESETS: dict[str, VariBADConfig] = {"default": VariBADConfig()}
@@ -181,25 +189,32 @@ class VariBAD(TrialPPO):
     def trial_inputs(self, tasks, key):
         return {"key": jax.random.split(key, self.config.trials_per_update)}  # each trial's latent samples
 
-    def elbo_loss(self, params, batch, mu, logvar, valid, key):
-        """One trial's negative ELBO [scalar] and its parts: every step's latent sample decodes
-        every transition of the trial (mean over encoder steps, sum over transitions)."""
+    def elbo_loss(self, params, batch, mu, logvar, valid, key, elbo_steps=None):
+        """One trial's negative ELBO [scalar] and its parts: each chosen step's latent sample
+        decodes every transition of the trial (mean over the chosen valid encoder steps, sum over
+        transitions); `elbo_steps` steps drawn at random (None: the config's; 0: all)."""
         c, agent = self.config, self.agent()
         net = agent.network
-        m = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)  # [T, L]
+        T = mu.shape[0]
+        k = c.elbo_steps if elbo_steps is None else elbo_steps
+        key_sample, key_steps = jax.random.split(key)
+        m_all = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key_sample, mu.shape)  # [T, L]
+        chosen = jnp.arange(T) if not k or k >= T else jax.random.permutation(key_steps, T)[:k]
+        m = m_all[chosen]
         obs = agent.encode(batch["timestep"].obs)  # [T, O]
         act = jax.nn.one_hot(batch["action"], self.env.num_actions)
         target_obs = agent.encode(batch["next_obs"])
         pred_r, pred_s = jax.vmap(lambda mi: net.apply(params, jnp.broadcast_to(mi, (obs.shape[0], mi.shape[0])), obs, act,
-                                                      method=VariBADNetwork.decode))(m)  # [T_i, T_t], [T_i, T_t, O]
+                                                      method=VariBADNetwork.decode))(m)  # [K, T_t], [K, T_t, O]
         w = valid.astype(jnp.float32)
-        pair = w[:, None] * w[None, :]
+        pair = w[chosen][:, None] * w[None, :]
         reward_err = jnp.sum(jnp.square(pred_r - batch["reward"][None]) * pair, 1)  # [T_i]
         state_err = jnp.sum(jnp.sum(jnp.square(pred_s - target_obs[None]), -1) * pair, 1)
         mu0 = jnp.concatenate([jnp.zeros_like(mu[:1]), mu[:-1]])
         logvar0 = jnp.concatenate([jnp.zeros_like(logvar[:1]), logvar[:-1]])
         kl = gaussian_kl(mu, logvar, mu0, logvar0)
-        reward_loss, state_loss, kl_loss = (masked_mean(x, w) for x in (reward_err, state_err, kl))
+        reward_loss, state_loss = (masked_mean(x, w[chosen]) for x in (reward_err, state_err))
+        kl_loss = masked_mean(kl, w)
         return reward_loss + c.state_coef * state_loss + c.kl_coef * kl_loss, (reward_loss, state_loss, kl_loss)
 
     def aux_loss(self, params, data, aux):
