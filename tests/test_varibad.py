@@ -75,3 +75,28 @@ def test_one_update_trains_every_part_and_policy_gradient_stops_at_the_posterior
     for part in ("cell", "mu", "logvar"):
         assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads["params"][part])), part
     assert any(float(jnp.max(jnp.abs(g))) > 0.0 for g in jax.tree.leaves(grads["params"]["pi"]))
+
+
+def test_policy_and_vae_are_clipped_apart():
+    """A huge VAE gradient must not shrink the policy's step (one global clip would): the policy's
+    Adam update equals the one it takes with the VAE's gradient zeroed."""
+    from metarl.algos.varibad import param_parts
+
+    algo = algos.make("varibad", CITY, 2, **TINY, max_grad_norm=0.5)
+    params = algo.init(jax.random.PRNGKey(0)).params
+    parts = param_parts(params)
+    names = set(params["params"])
+    kinds = {n: set(jax.tree.leaves(parts["params"][n])) for n in names}
+    assert {n for n, k in kinds.items() if k == {"policy"}} == {"pol_0", "pi", "v"}
+    assert all(kinds[n] == {"vae"} for n in names - {"pol_0", "pi", "v"})
+    opt = algo.optimizer()
+    grads = jax.tree.map(lambda p, part: jnp.full_like(p, 1e4 if part == "vae" else 0.01), params, parts)
+    quiet = jax.tree.map(lambda g, part: g if part == "policy" else jnp.zeros_like(g), grads, parts)
+    loud, _ = opt.update(grads, opt.init(params), params)
+    calm, _ = opt.update(quiet, opt.init(params), params)
+    for name in ("pol_0", "pi", "v"):
+        for a, b in zip(jax.tree.leaves(loud["params"][name]), jax.tree.leaves(calm["params"][name])):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+            assert float(jnp.max(jnp.abs(a))) > 1e-4  # the policy moved (lr 1e-3, Adam's first step ~ lr)
+    with pytest.raises(ConfigError, match="vae_lr"):
+        algos.make("varibad", CITY, 2, vae_lr=0.0)

@@ -10,9 +10,16 @@ the two-phase trials of `metarl.envs.dream_grid` (or any family with discrete ac
   trial, past and future (the reference's "decode the whole trajectory" loss: sum over t, mean over
   i), from (m_i, s_t, a_t). Loss: squared errors, the state's weighted `state_coef`, plus
   `kl_coef` x KL(q_i || q_{i-1}) (q_{-1} = N(0, I)), the ELBO's prior term as in VariBAD.
-- Policy: an actor-critic MLP on (s_t, mu_t, log sigma_t^2) with the posterior's gradient
+- Policy: an actor-critic MLP on (s_t, mu_t, sigma_t) with the posterior's gradient
   stopped (VariBAD trains the encoder by the ELBO alone), by PPO on the exploitation rewards
-  (E-RL²'s objective; `counted_from_episode`).
+  (E-RL²'s objective; `counted_from_episode`). It reads the posterior's std, not its
+  log-variance: the trained log-variances sit near -6 in every dimension, and as inputs they
+  swamped the observation's one-hot entries (the exploit policy stayed at -1.4 on city, where it
+  reaches 0.29 in 300k steps reading the std).
+- Two optimisers, as VariBAD's code has: the policy's Adam (`lr`, its gradient norm clipped to
+  `max_grad_norm`) and the VAE's (`vae_lr`, clipped alone). One clip over both would let the
+  ELBO's gradient, summed over the trial's transitions and far larger than PPO's, scale the
+  policy's step to almost nothing (it did: the exploit policy stayed at -1.3 on city).
 
 The reference DREAM code runs VariBAD with a deterministic encoder (std 1e-6, its KL term
 commented out) and a recurrent DQN; this is VariBAD's own form with a PPO learner.
@@ -26,13 +33,14 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from metarl.agents import Agent
-from metarl.algos.base import agent_from_config, register
+from metarl.algos.base import adamw, agent_from_config, register
 from metarl.algos.import_rl import TrialPPO, TrialPPOConfig
 from metarl.envs.dream_grid import one_hot_observation
 from metarl.envs.trial import TimeStep
-from metarl.errors import check_int
+from metarl.errors import check_float, check_int
 from metarl.nets.init import orthogonal  # not Flax's: its batched QR deadlocks under vmap (metarl.nets.init)
 from metarl.ops.ppo import masked_mean
 
@@ -56,10 +64,12 @@ class VariBADConfig(TrialPPOConfig):
     #: encoder steps per trial whose latent decodes the whole trial, drawn at random each update
     #: (VariBAD's ELBO subsampling; 0: every step, T x T decodings per trial)
     elbo_steps: int = 8
+    vae_lr: float = 1e-3  #: the encoder and decoder's Adam learning rate (the policy's: `lr`)
 
     def __post_init__(self):
         super().__post_init__()
         check_int(self.owner, "elbo_steps", self.elbo_steps, low=0, high=1_000_000)
+        check_float(self.owner, "vae_lr", self.vae_lr, low=0.0, low_open=True)
 
 
 PRESETS: dict[str, VariBADConfig] = {"default": VariBADConfig()}
@@ -103,7 +113,7 @@ class VariBADNetwork(nn.Module):
         return self.dec_reward(x)[..., 0], self.dec_state(x)
 
     def policy(self, obs, mu, logvar):
-        x = jnp.concatenate([obs, mu, logvar], axis=-1)
+        x = jnp.concatenate([obs, mu, jnp.exp(0.5 * logvar)], axis=-1)  # the std, bounded, not the log-variance
         for layer in self.pol:
             x = nn.relu(layer(x))
         return self.pi(x), self.v(x)[..., 0]
@@ -112,6 +122,18 @@ class VariBADNetwork(nn.Module):
         _, mu, logvar = self.encode(jnp.zeros(x.shape[:-1] + (self.hidden,)), x)
         self.decode(mu, obs, jnp.zeros(x.shape[:-1] + (self.num_actions,)))
         return self.policy(obs, mu, logvar)
+
+
+POLICY_MODULES = ("pi", "v")  #: with the `pol_*` layers: the actor-critic; the rest is the VAE
+
+
+def param_parts(params):
+    """`params` with each leaf replaced by "policy" (the actor-critic's) or "vae" (encoder, decoder)."""
+    def label(path, _):
+        name = next(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey) and k.key != "params")
+        return "policy" if name in POLICY_MODULES or name.startswith("pol_") else "vae"
+
+    return jax.tree_util.tree_map_with_path(label, params)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +207,13 @@ class VariBAD(TrialPPO):
 
     def initial_carry(self, params, inputs):
         return self.agent().init(None)
+
+    def optimizer(self):
+        """The policy's and the VAE's Adam, each clipped to `max_grad_norm` on its own gradient."""
+        c = self.config
+        return optax.multi_transform(
+            {"policy": adamw(c.lr, eps=1e-5, clip_norm=c.max_grad_norm), "vae": adamw(c.vae_lr, eps=1e-5, clip_norm=c.max_grad_norm)},
+            param_parts)
 
     def trial_inputs(self, tasks, key):
         return {"key": jax.random.split(key, self.config.trials_per_update)}  # each trial's latent samples
