@@ -46,9 +46,10 @@ from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_
 from metarl.envs.trial import TimeStep, Trial
 from metarl.errors import ConfigError, check, check_float, check_int
 from metarl.rollout import rollout
-from metarl.nets.transformer import CausalTransformer, Tokens, episode_mask, forward, init_params, step
+from metarl.nets.transformer import CausalTransformer, Tokens, episode_mask, forward_heads, init_params, step
 
 RULES = ("all", "explore")  #: self-imitation rules (`FirstExploreConfig.best`, `self_imitation_weights`)
+LAYOUTS = ("episode", "pull")  #: token layouts (`FirstExploreConfig.layout`)
 _TRASH_SLOT = 1 << 20  # slot id of the cache's trash cell: never read by any query
 _CHOOSE_K_STREAM = 0x6B  # fold_in constant: the training tasks `agent_params` chooses k on
 
@@ -76,6 +77,9 @@ class FirstExploreConfig:
     always_exploit: bool = False  #: the always-exploit control: one exploit policy whose own episodes form the context
     greedy: bool = False  #: the test-time agent acts by the most likely action instead of sampling
     choose_k_tasks: int = 256  #: training tasks `agent_params` chooses k on
+    layout: str = "episode"  #: "episode": a start token and a closing token per episode (the room network); "pull": one token per pull, the reference's bandit network (one-step episodes only)
+    complementary_heads: bool = False  #: the reference bandit network's "non-explore"/"non-exploit" heads: every sample trains a head, the policy head when its weight is 1, the complementary head when 0 (unweighted rules only)
+    fused: bool = True  #: one-step episodes: exploit i and explore i + 1 share one network step (the same context), and training reads exploit i at explore i + 1's start token (same logits as False, about 3x fewer sequential steps)
 
     def __post_init__(self):
         o = "first-explore"
@@ -99,6 +103,12 @@ class FirstExploreConfig:
         if self.initial_best is not None:
             check_float(o, "initial_best", self.initial_best)
         check_int(o, "choose_k_tasks", self.choose_k_tasks, low=1)
+        check(self.layout in LAYOUTS, f"{o}: layout must be one of {LAYOUTS}, got {self.layout!r}")
+        for name in ("complementary_heads", "fused"):
+            check(isinstance(getattr(self, name), bool), f"{o}: {name} must be true or false, got {getattr(self, name)!r}")
+        check(not (self.complementary_heads and self.weighted), f"{o}: complementary_heads needs weighted=false (0/1 weights)")
+        check(not (self.complementary_heads and self.always_exploit), f"{o}: complementary_heads is for explore/exploit training, not always_exploit")
+        check(not (self.layout == "pull" and self.always_exploit), f"{o}: layout='pull' is the explore/exploit bandit network, not always_exploit")
 
     @property
     def warmup_updates(self) -> int:
@@ -128,6 +138,9 @@ PRESETS: dict[str, FirstExploreConfig] = {
     ),
 }
 PRESETS["fast-bandit"] = dataclasses.replace(PRESETS["fast"], **_BANDIT_RULE)
+#: The reference's bandit network (lte_model3) on the bandit rule: one token per pull, no
+#: observation or episode embedding, complementary heads (docs/first_explore_reference.md A1, A4-A6).
+PRESETS["reference-bandit"] = dataclasses.replace(PRESETS["reference"], layout="pull", complementary_heads=True)
 
 
 @struct.dataclass
@@ -207,6 +220,16 @@ def _cache_layout(episodes: int, tokens_per_episode: int) -> tuple[np.ndarray, n
     return slot, position
 
 
+def _sampling_logits(logits: jax.Array, temperature: jax.Array, epsilon: Any) -> jax.Array:
+    """The rollout policy's logits: `logits` x temperature, mixed with uniform actions w.p. epsilon
+    (a number or traced; the loss sees the mixture's logits)."""
+    sample_logits = logits * temperature
+    if not (isinstance(epsilon, (int, float)) and epsilon == 0):
+        mixture = (1.0 - epsilon) * jax.nn.softmax(sample_logits) + epsilon / sample_logits.shape[-1]
+        sample_logits = jnp.log(mixture)
+    return sample_logits
+
+
 def _one(tokens: Tokens) -> Tokens:
     return jax.tree.map(lambda x: jnp.asarray(x)[None], tokens)
 
@@ -229,8 +252,12 @@ class FirstExploreAgent(Agent):
     layers: int = 3
     always_exploit: bool = False
     greedy: bool = False
+    layout: str = "episode"
+    complementary_heads: bool = False
 
     def __post_init__(self):
+        if self.layout == "pull" and self.env.max_steps_in_episode != 1:
+            raise ConfigError(f"first-explore: layout='pull' needs one-step episodes; {self.env.name} has up to {self.env.max_steps_in_episode} steps", "layout")
         if self.k is not None:
             check_int("first-explore agent", "k", self.k, low=0, high=self.episodes)
 
@@ -240,25 +267,33 @@ class FirstExploreAgent(Agent):
 
     @property
     def network(self) -> CausalTransformer:
+        pull = self.layout == "pull"
         return CausalTransformer(
             num_actions=self.env.num_actions,
-            max_positions=self.tokens_per_episode,
+            max_positions=self.episodes + 1 if pull else self.tokens_per_episode,
             max_episodes=self.episodes + 1,
             hidden=self.hidden,
             heads=self.heads,
             layers=self.layers,
+            layout=self.layout,
+            complementary_heads=self.complementary_heads,
         )
 
     @property
     def cache_length(self) -> int:
+        if self.layout == "pull":
+            return self.episodes + 1
         return (self.episodes + 1) * self.tokens_per_episode + 1
 
     def init(self, key: jax.Array) -> Any:
-        return {
+        carry = {
             "cache": self.network.empty_cache(self.cache_length),
             "valid": jnp.zeros((self.cache_length,), bool),
             "last_step": jnp.int32(0),
         }
+        if self.layout == "pull":
+            carry["logits"] = jnp.zeros((self.env.num_actions,), jnp.float32)
+        return carry
 
     def act(self, params: Any, carry: Any, timestep: TimeStep, key: jax.Array) -> tuple[jax.Array, Any]:
         logits, carry = self.policy_logits(params, carry, timestep)
@@ -267,6 +302,8 @@ class FirstExploreAgent(Agent):
     def policy_logits(self, params: Any, carry: Any, timestep: TimeStep) -> tuple[jax.Array, Any]:
         """The acting policy's logits [A] at `timestep` (explore head in the first k episodes,
         exploit head after) and the next carry."""
+        if self.layout == "pull":
+            return self._pull_policy_logits(params, carry, timestep)
         n, S, L = self.episodes, self.tokens_per_episode, self.cache_length
         k = jnp.int32(self.k) if self.k is not None else jnp.asarray(params["k"], jnp.int32)
         cache_slot, cache_position = (jnp.asarray(a) for a in _cache_layout(n, S))
@@ -303,6 +340,31 @@ class FirstExploreAgent(Agent):
         logits = jnp.where(use_explore, explore_logits[1], exploit_logits[1])
         return logits, {"cache": cache, "valid": valid, "last_step": s.astype(jnp.int32)}
 
+    def _pull_policy_logits(self, params: Any, carry: Any, timestep: TimeStep) -> tuple[jax.Array, Any]:
+        """The pull layout: token j is the empty token (j = 0) or explore pull j - 1's (action,
+        reward), at index j; the policy of pull e reads token min(e, k). Pulls e <= k feed a new
+        token (the previous pull was an explore pull); after k the context is fixed and the
+        carried logits are reused."""
+        k = jnp.int32(self.k) if self.k is not None else jnp.asarray(params["k"], jnp.int32)
+        ep = timestep.episode_index
+        feed = ep <= k
+        index = jnp.where(feed, ep, self.episodes)  # index n: a cell past the last real token
+        first = ep == 0
+        tokens = Tokens(
+            obs=jnp.zeros((1, *self.env.obs_shape), jnp.float32),
+            action=jnp.where(first, -1, timestep.prev_action).astype(jnp.int32)[None],
+            reward=jnp.where(first, 0.0, timestep.prev_reward).astype(jnp.float32)[None],
+            position=ep.astype(jnp.int32)[None],
+            episode=jnp.zeros((1,), jnp.int32),
+        )
+        valid = carry["valid"].at[index].set(carry["valid"][index] | feed)
+        mask = (valid & (jnp.arange(self.cache_length) <= index))[None]
+        explore_logits, exploit_logits, cache = step(self.network, params["network"], carry["cache"], tokens, index[None], mask)
+        cache = jax.tree.map(lambda new, old: jnp.where(feed, new, old), cache, carry["cache"])
+        logits = jnp.where(ep < k, explore_logits[0], exploit_logits[0])
+        logits = jnp.where(feed, logits, carry["logits"])
+        return logits, {**carry, "cache": cache, "valid": valid, "logits": logits}
+
 
 @register
 @dataclasses.dataclass(frozen=True)
@@ -331,6 +393,8 @@ class FirstExplore(InContextAlgorithm):
         super().__post_init__()
         if not self.env.discrete:
             raise ConfigError(f"first-explore: needs a family with discrete actions; {self.env.name} has {type(self.env.action_space()).__name__} actions")
+        if self.config.layout == "pull" and self.env.max_steps_in_episode != 1:
+            raise ConfigError(f"first-explore: layout='pull' needs one-step episodes; {self.env.name} has up to {self.env.max_steps_in_episode} steps", "layout")
 
     # --- derived sizes ------------------------------------------------------------------------
     @property
@@ -340,6 +404,13 @@ class FirstExplore(InContextAlgorithm):
     @property
     def tokens_per_episode(self) -> int:
         return self.steps_per_episode + 1
+
+    @property
+    def one_step_path(self) -> bool:
+        """Rollouts and training take the one-step path (`_rollout_one_step`, `_one_step_loss`):
+        one-step episodes with `fused` or the pull layout, explore/exploit training."""
+        c = self.config
+        return self.steps_per_episode == 1 and not c.always_exploit and (c.fused or c.layout == "pull")
 
     @property
     def steps_per_update(self) -> int:
@@ -416,10 +487,7 @@ class FirstExplore(InContextAlgorithm):
             mask = episode_mask(slot[None], t[None], context[None], cache_slot, cache_position, valid)
             explore_logits, exploit_logits, cache = step(net, params, cache, _one(token), index[None], mask)
             logits = (explore_logits if use_explore else exploit_logits)[0]
-            sample_logits = logits * temperature
-            if not (isinstance(epsilon, (int, float)) and epsilon == 0):  # w.p. epsilon (a number or traced) act uniformly; the loss sees the mixture's logits
-                mixture = (1.0 - epsilon) * jax.nn.softmax(sample_logits) + epsilon / sample_logits.shape[-1]
-                sample_logits = jnp.log(mixture)
+            sample_logits = _sampling_logits(logits, temperature, epsilon)
             action = jnp.argmax(logits) if greedy else jax.random.categorical(key_act, sample_logits)
             out = {"token": token, "token_valid": live, "sample_logits": sample_logits, "acted": alive}
             return action.astype(jnp.int32), (cache, valid, ended | ts.done), out
@@ -450,6 +518,8 @@ class FirstExplore(InContextAlgorithm):
         (no "exploit" for always-exploit, whose context episodes are under "explore"). The
         exploit episode i has explore episodes 0..i in its context, or 0..i-1 when
         `exploit_first` (what `choose_k` needs: contexts 0..n-1)."""
+        if self.one_step_path:
+            return self._rollout_one_step(params, task, key, temperature, exploit_first, greedy, epsilon)
         n, S = self.episodes, self.tokens_per_episode
         L = (n + 1) * S + 1
         cache = self.network.empty_cache(L)
@@ -472,6 +542,85 @@ class FirstExplore(InContextAlgorithm):
 
         _, records = jax.lax.scan(body, (cache, valid), (jnp.arange(n, dtype=jnp.int32), jax.random.split(key, n)))
         return records
+
+    def _rollout_one_step(self, params, task, key, temperature, exploit_first: bool, greedy: bool, epsilon):
+        """`rollout_task` for one-step episodes in n + 1 network steps. Step j feeds explore pull
+        j - 1's closing token and explore pull j's start token (episode layout; the pull layout
+        feeds one token, pull j - 1's (action, reward)); the start token's explore logits act
+        for explore pull j, its exploit logits for the exploit pull with context 0..j - 1 (the
+        same tokens: the exploit query of context j is explore pull j's start token, so it is
+        recorded as the exploit pull's token). Keys, resets and steps are those of the episode
+        path, so with a constant first observation (the bandits) the records are the same."""
+        n, S, A = self.episodes, self.tokens_per_episode, self.env.num_actions
+        net, trial, pull = self.network, Trial(self.env, 1), self.config.layout == "pull"
+        L = n + 1 if pull else (n + 1) * S + 1
+        cache_slot, cache_position = (jnp.asarray(a) for a in _cache_layout(n, S))
+
+        def episode_keys(k, length):  # what `_episode` does with its key: (reset key, act key, env key)
+            key_reset, key_steps = jax.random.split(k)
+            key_act, key_env = jax.random.split(jax.random.split(key_steps, length)[0])
+            return key_reset, key_act, key_env
+
+        pair_keys = jax.vmap(jax.random.split)(jax.random.split(key, n))  # [n, 2]: explore, exploit
+        explore_keys = jax.vmap(lambda k: episode_keys(k, S))(pair_keys[:, 0])
+        exploit_keys = jax.vmap(lambda k: episode_keys(k, 1))(pair_keys[:, 1])
+        explore_ts, explore_state = jax.vmap(lambda k: trial.reset(k, task))(explore_keys[0])
+        exploit_ts, exploit_state = jax.vmap(lambda k: trial.reset(k, task))(exploit_keys[0])
+
+        def start_token(j):  # explore pull j's start token; j = n: the last exploit query (its own reset)
+            ts = jax.tree.map(lambda a, b: jnp.where(j < n, a[jnp.minimum(j, n - 1)], b[n - 1]), explore_ts, exploit_ts)
+            return Tokens(ts.outcome_obs.astype(jnp.float32), jnp.int32(-1), ts.prev_reward, jnp.int32(0), j)
+
+        def act(logits, keys, ts_state, i):
+            key_act, key_env = keys[1][i], keys[2][i]
+            sample_logits = _sampling_logits(logits, temperature, epsilon)
+            action = (jnp.argmax(logits) if greedy else jax.random.categorical(key_act, sample_logits)).astype(jnp.int32)
+            state = jax.tree.map(lambda x: x[i], ts_state)
+            next_ts, _, reward, info = trial.step(key_env, state, action)
+            return action, sample_logits, jnp.where(info["valid"], reward, 0.0), next_ts
+
+        def body(carry, j):
+            cache, valid, closing = carry  # closing: explore pull j - 1's closing token
+            start = start_token(j)
+            if pull:
+                token = Tokens(jnp.zeros_like(start.obs), jnp.where(j > 0, closing.action, -1), jnp.where(j > 0, closing.reward, 0.0), j, jnp.int32(0))
+                tokens, index = _one(token), j[None]
+                valid = valid.at[j].set(True)
+                mask = (valid & (jnp.arange(L) <= j))[None]
+            else:
+                tokens = jax.tree.map(lambda a, b: jnp.stack([a, b]), closing, start)
+                index = jnp.stack([jnp.where(j > 0, (j - 1) * S + 1, L - 1), j * S])
+                valid = valid.at[index[0]].set(j > 0).at[index[1]].set(True)
+                mask = episode_mask(jnp.stack([j - 1, j]), tokens.position, tokens.episode, cache_slot, cache_position, valid)
+            explore_logits, exploit_logits, cache = step(net, params, cache, tokens, index, mask)
+            e = jnp.minimum(j, n - 1)
+            action, explore_sample, explore_reward, next_ts = act(explore_logits[-1], explore_keys, explore_state, e)
+            closing = Tokens(next_ts.outcome_obs.astype(jnp.float32), next_ts.prev_action.astype(jnp.int32), next_ts.prev_reward, jnp.int32(1), e)
+            x = jnp.clip(j if exploit_first else j - 1, 0, n - 1)
+            exploit_action, exploit_sample, exploit_reward, _ = act(exploit_logits[-1], exploit_keys, exploit_state, x)
+            out = {
+                "explore": {"start": start, "closing": closing, "action": action, "sample_logits": explore_sample, "reward": explore_reward},
+                "exploit": {"start": start, "action": exploit_action, "sample_logits": exploit_sample, "reward": exploit_reward},
+            }
+            return (cache, valid, closing), out
+
+        zero = Tokens(jnp.zeros(self.env.obs_shape, jnp.float32), jnp.int32(-1), jnp.float32(0.0), jnp.int32(1), jnp.int32(0))
+        init = (net.empty_cache(L), jnp.zeros((L,), bool), zero)
+        _, out = jax.lax.scan(body, init, jnp.arange(n + 1, dtype=jnp.int32))
+        ex, xp = (jax.tree.map(lambda a: a[:n], out["explore"]),
+                  jax.tree.map(lambda a: a[:n] if exploit_first else a[1:], out["exploit"]))
+        ones = jnp.ones((n, 1), bool)
+        explore = {
+            "tokens": jax.tree.map(lambda a, b: jnp.stack([a, b], axis=1), ex["start"], ex["closing"]),
+            "token_valid": jnp.ones((n, S), bool),
+            "action": ex["action"][:, None], "sample_logits": ex["sample_logits"][:, None], "acted": ones, "reward": ex["reward"][:, None],
+        }
+        exploit = {
+            "tokens": jax.tree.map(lambda a: jnp.stack([a, a], axis=1), xp["start"]),
+            "token_valid": jnp.concatenate([ones, ~ones], axis=1),
+            "action": xp["action"][:, None], "sample_logits": xp["sample_logits"][:, None], "acted": ones, "reward": xp["reward"][:, None],
+        }
+        return {"explore": explore, "exploit": exploit}
 
     def _k_estimates(self, params: Any, tasks: Any, key: jax.Array) -> jax.Array:
         """[n + 1] mean cumulative reward over the n episodes of exploring k then exploiting."""
@@ -500,25 +649,32 @@ class FirstExplore(InContextAlgorithm):
         slot = jnp.asarray(np.concatenate([np.repeat(np.arange(n) + i * n, length[g]) for i, g in enumerate(groups)]))
         position = jnp.asarray(np.concatenate([np.tile(np.arange(length[g]), n) for g in groups]))
         context = jnp.asarray(np.concatenate([np.repeat(np.arange(n) + first_context[g], length[g]) for g in groups]))
-        mask = episode_mask(slot, position, context, slot, position, token_valid)
-        explore_logits, exploit_logits = forward(net, params, tokens, mask)
+        if self.one_step_path:
+            logits = self._one_step_logits(params, records)
+        else:
+            mask = episode_mask(slot, position, context, slot, position, token_valid)
+            heads = forward_heads(net, params, tokens, mask)
+            logits = {"explore": {h: x[: n * S].reshape(n, S, -1)[:, :T] for h, x in heads.items() if "explore" in h}}
+            if not c.always_exploit:
+                logits["exploit"] = {h: x[n * S :].reshape(n, T, -1) for h, x in heads.items() if "exploit" in h}
 
-        def episode_ce(logits, rec, group):
-            logits = logits.reshape(n, length[group], -1)[:, :T]
+        def episode_ce(logits, rec):
             ce = optax.softmax_cross_entropy_with_integer_labels(jax.lax.stop_gradient(rec["sample_logits"]) + logits, rec["action"])
             return jnp.sum(ce * rec["acted"], axis=-1)  # [n]
 
         returns = {g: records[g]["reward"].sum(-1) for g in groups}
         if c.always_exploit:
             w = always_exploit_weights(returns["explore"], c.initial_best, c.weighted)
-            ce = episode_ce(exploit_logits, records["explore"], "explore")
+            ce = episode_ce(logits["explore"]["exploit"], records["explore"])
             loss = jnp.sum(w * ce) / n
             return loss, {"exploit_loss": loss, "exploit_weight": jnp.mean(w), "exploit_return": jnp.mean(returns["explore"])}
         explore_w, exploit_w = self_imitation_weights(returns["explore"], returns["exploit"], c.initial_best, c.weighted, c.best)
-        explore_ce = episode_ce(explore_logits[: n * S], records["explore"], "explore")
-        exploit_ce = episode_ce(exploit_logits[n * S :], records["exploit"], "exploit")
-        explore_loss = jnp.sum(explore_w * explore_ce) / n
-        exploit_loss = jnp.sum(exploit_w * exploit_ce) / n
+        explore_loss, explore_complement = complementary_loss(
+            episode_ce, logits["explore"]["explore"], logits["explore"].get("nonexplore"), records["explore"], explore_w
+        )
+        exploit_loss, exploit_complement = complementary_loss(
+            episode_ce, logits["exploit"]["exploit"], logits["exploit"].get("nonexploit"), records["exploit"], exploit_w
+        )
         stats = {
             "explore_loss": explore_loss,
             "exploit_loss": exploit_loss,
@@ -528,7 +684,41 @@ class FirstExplore(InContextAlgorithm):
             "exploit_return": jnp.mean(returns["exploit"]),
             "final_exploit_return": returns["exploit"][-1],
         }
-        return explore_loss + exploit_loss, stats
+        if c.complementary_heads:
+            stats["complementary_loss"] = explore_complement + exploit_complement
+        return explore_loss + exploit_loss + explore_complement + exploit_complement, stats
+
+    def _one_step_logits(self, params: Any, records: Any) -> dict:
+        """Training logits on the one-step path: {"explore": {head: [n, 1, A]}, "exploit": ...}.
+        Episode layout: the 2n explore tokens (start, closing) then exploit n - 1's query token;
+        exploit i reads the start token of explore i + 1 (exploit_first never trains). Pull
+        layout: the empty token then one token per explore pull; explore i reads token i,
+        exploit i token i + 1."""
+        n, S = self.episodes, self.tokens_per_episode
+        ex = records["explore"]
+        if self.config.layout == "pull":
+            tokens = Tokens(
+                obs=jnp.zeros((n + 1, *self.env.obs_shape), jnp.float32),
+                action=jnp.concatenate([jnp.full((1,), -1, jnp.int32), ex["action"][:, 0]]),
+                reward=jnp.concatenate([jnp.zeros((1,), jnp.float32), ex["reward"][:, 0]]),
+                position=jnp.arange(n + 1, dtype=jnp.int32),
+                episode=jnp.zeros((n + 1,), jnp.int32),
+            )
+            mask = jnp.tril(jnp.ones((n + 1, n + 1), bool))
+            heads = forward_heads(self.network, params, tokens, mask)
+            explore_at, exploit_at = np.arange(n), np.arange(1, n + 1)
+        else:
+            last = jax.tree.map(lambda x: x[n - 1, :1], records["exploit"]["tokens"])
+            tokens = jax.tree.map(lambda x, y: jnp.concatenate([x.reshape((n * S,) + x.shape[2:]), y]), ex["tokens"], last)
+            valid = jnp.concatenate([ex["token_valid"].reshape(-1), jnp.ones((1,), bool)])
+            slot = jnp.asarray(np.concatenate([np.repeat(np.arange(n), S), [n]]))
+            position = jnp.asarray(np.concatenate([np.tile(np.arange(S), n), [0]]))
+            heads = forward_heads(self.network, params, tokens, episode_mask(slot, position, slot, slot, position, valid))
+            explore_at, exploit_at = np.arange(n) * S, np.arange(1, n + 1) * S
+        return {
+            "explore": {h: x[explore_at][:, None] for h, x in heads.items() if "explore" in h},
+            "exploit": {h: x[exploit_at][:, None] for h, x in heads.items() if "exploit" in h},
+        }
 
     def _loss(self, params: Any, records: Any):
         losses, stats = jax.vmap(self._task_loss, in_axes=(None, 0))(params, records)
@@ -546,6 +736,18 @@ class FirstExplore(InContextAlgorithm):
         rollout_params = jax.tree.map(lambda new, old: jnp.where(refresh, new, old), new_state.params, train_state.rollout_params)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "rollout_temperature": temperature, **stats}
         return new_state.replace(rollout_params=rollout_params), metrics
+
+
+def complementary_loss(episode_ce, logits, complement_logits, rec, w) -> tuple[jax.Array, jax.Array]:
+    """(sum(w * ce(policy head)) / n, the complementary part). Without a complementary head the
+    second is 0. With one (the reference bandit network, 0/1 weights): each sample's
+    cross-entropy is on the policy head where w > 0, on the complementary head where w == 0, so
+    every acted sample trains the trunk; the complementary part is sum(ce(complement) [w == 0]) / n."""
+    n = w.shape[0]
+    loss = jnp.sum(w * episode_ce(logits, rec)) / n
+    if complement_logits is None:
+        return loss, jnp.float32(0.0)
+    return loss, jnp.sum(jnp.where(w > 0, 0.0, episode_ce(complement_logits, rec))) / n
 
 
 def choose_k(algo: FirstExplore, train_state: FirstExploreTrainState, tasks: Any, key: jax.Array) -> int:

@@ -19,6 +19,13 @@ its new tokens at given cache slots, then attends over the whole cache. The full
 (training) is the same call on an empty cache with every token written at its own index, so acting
 step by step and training compute the same function.
 
+Options for the reference's *bandit* network (`lte_model3`; First-Explore's `reference-bandit`
+preset): `layout="pull"` embeds a token as LayerNorm(Dense(reward) + Dense(one-hot action)) with
+flax's default (lecun-normal) Dense initialisation, no observation and no episode embedding, and
+adds an embedding (std 0.02) of the token's global index (`position`); the caller then uses one
+token per pull (an empty token first). `complementary_heads=True` adds the "non-explore" and
+"non-exploit" heads, trained on the samples the two policy heads do not imitate.
+
 Everything here is unbatched (one trial); callers vmap.
 """
 
@@ -137,11 +144,21 @@ class CausalTransformer(nn.Module):
     heads: int = 4
     layers: int = 3
     mlp_ratio: int = 4
+    layout: str = "episode"  #: "episode": the room network's token (above); "pull": the bandit network's
+    complementary_heads: bool = False  #: add the "nonexplore_policy" and "nonexploit_policy" heads
 
     def embed(self, tokens: Tokens) -> jax.Array:
         """[L] tokens -> [L, H] input embeddings (token embedding plus position embedding)."""
         L = tokens.action.shape[0]
         H = self.hidden
+        if self.layout == "pull":  # the reference bandit network: no obs, no episode term, default init
+            reward = nn.Dense(H, name="embed_reward")(tokens.reward.astype(jnp.float32)[:, None])
+            action = nn.Dense(H, name="embed_action")(jax.nn.one_hot(tokens.action, self.num_actions, dtype=jnp.float32))
+            x = nn.LayerNorm(epsilon=1e-6, use_scale=False, use_bias=False, name="ln_token")(reward + action)
+            position = nn.Embed(self.max_positions, H, embedding_init=nn.initializers.normal(0.02), name="embed_position")(
+                jnp.clip(tokens.position, 0, self.max_positions - 1)
+            )
+            return x + position
         reward = _dense(H, "embed_reward")(tokens.reward.astype(jnp.float32)[:, None])
         action = _dense(H, "embed_action")(jax.nn.one_hot(tokens.action, self.num_actions, dtype=jnp.float32))
         obs = _dense(H, "embed_obs")(tokens.obs.reshape(L, -1).astype(jnp.float32))
@@ -162,9 +179,9 @@ class CausalTransformer(nn.Module):
             block = _Block(self.hidden, self.heads, self.mlp_ratio, name=f"block_{layer}")
             x, keys, values = block(x, keys, values, layer, write_index, mask)
         x = nn.LayerNorm(epsilon=1e-5, name="ln_final")(x)
-        explore_logits = nn.Dense(self.num_actions, name="explore_policy")(x)
-        exploit_logits = nn.Dense(self.num_actions, name="exploit_policy")(x)
-        return explore_logits, exploit_logits, (None if cache is None else KVCache(keys, values))
+        heads = ("explore", "exploit") + (("nonexplore", "nonexploit") if self.complementary_heads else ())
+        logits = {h: nn.Dense(self.num_actions, name=f"{h}_policy")(x) for h in heads}
+        return logits, (None if cache is None else KVCache(keys, values))
 
     def empty_cache(self, length: int) -> KVCache:
         return empty_cache(self.layers, length, self.heads, self.hidden)
@@ -173,15 +190,22 @@ class CausalTransformer(nn.Module):
 def forward(net: CausalTransformer, params: Any, tokens: Tokens, mask: jax.Array):
     """The full-sequence forward: L tokens, mask [L, L] -> (explore_logits [L, A],
     exploit_logits [L, A])."""
-    explore_logits, exploit_logits, _ = net.apply(params, tokens, None, None, mask)
-    return explore_logits, exploit_logits
+    logits = forward_heads(net, params, tokens, mask)
+    return logits["explore"], logits["exploit"]
+
+
+def forward_heads(net: CausalTransformer, params: Any, tokens: Tokens, mask: jax.Array) -> dict:
+    """The full-sequence forward -> {head: logits [L, A]} ("explore", "exploit", and
+    "nonexplore", "nonexploit" with complementary heads)."""
+    return net.apply(params, tokens, None, None, mask)[0]
 
 
 def step(net: CausalTransformer, params: Any, cache: KVCache, tokens: Tokens, write_index: jax.Array, mask: jax.Array):
     """Feed Lq new tokens (usually 1 or 2) into `cache`: their keys/values are written at
     write_index [Lq], then each attends over the cache with its row of mask [Lq, Lc].
     Returns (explore_logits [Lq, A], exploit_logits [Lq, A], cache)."""
-    return net.apply(params, tokens, cache, write_index, mask)
+    logits, cache = net.apply(params, tokens, cache, write_index, mask)
+    return logits["explore"], logits["exploit"], cache
 
 
 def init_params(net: CausalTransformer, key: jax.Array, obs_shape: tuple[int, ...]) -> Any:
