@@ -713,8 +713,9 @@ class FirstExplore(InContextAlgorithm):
             valid = jnp.concatenate([ex["token_valid"].reshape(-1), jnp.ones((1,), bool)])
             slot = jnp.asarray(np.concatenate([np.repeat(np.arange(n), S), [n]]))
             position = jnp.asarray(np.concatenate([np.tile(np.arange(S), n), [0]]))
-            heads = forward_heads(self.network, params, tokens, episode_mask(slot, position, slot, slot, position, valid))
-            explore_at, exploit_at = np.arange(n) * S, np.arange(1, n + 1) * S
+            # only the start tokens' logits are read: the last block skips the closing tokens' rows
+            heads = forward_heads(self.network, params, tokens, episode_mask(slot, position, slot, slot, position, valid), rows=np.arange(n + 1) * S)
+            explore_at, exploit_at = np.arange(n), np.arange(1, n + 1)
         return {
             "explore": {h: x[explore_at][:, None] for h, x in heads.items() if "explore" in h},
             "exploit": {h: x[exploit_at][:, None] for h, x in heads.items() if "exploit" in h},

@@ -36,6 +36,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 _MASKED = -1e30  # finite, so a row with no readable key gives a uniform (not NaN) softmax
@@ -104,16 +105,20 @@ class _Block(nn.Module):
     mlp_ratio: int = 4
 
     @nn.compact
-    def __call__(self, x, cache_keys, cache_values, layer, write_index, mask):
+    def __call__(self, x, cache_keys, cache_values, layer, write_index, mask, rows=None):
         """x [Lq, H]; cache_keys/values [layers, Lc, heads, dh] (every layer's cache, updated in
         place at [layer, write_index]: no per-step copy of the cache); write_index [Lq] (None: the
         full-sequence forward, whose new tokens are the whole context); mask [Lq, Lc] ->
-        (x [Lq, H], cache_keys, cache_values)."""
+        (x [Lq, H], cache_keys, cache_values). `rows` (static indices, full-sequence forward
+        only): every token gives its key and value, but only these rows are computed further
+        (the last block, when only some tokens' outputs are read): x [len(rows), H]."""
         Lq, H = x.shape
         dh = H // self.heads
         h = nn.LayerNorm(epsilon=1e-5, name="ln_attention")(x)
         qkv = _dense(3 * H, "qkv")(h).reshape(Lq, 3, self.heads, dh)
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        if rows is not None:
+            q, x, mask, Lq = q[rows], x[rows], mask[rows], len(rows)
         if write_index is None:
             keys, values = k, v
         else:
@@ -172,12 +177,15 @@ class CausalTransformer(nn.Module):
         return x + position
 
     @nn.compact
-    def __call__(self, tokens: Tokens, cache: KVCache | None, write_index: jax.Array | None, mask: jax.Array):
+    def __call__(self, tokens: Tokens, cache: KVCache | None, write_index: jax.Array | None, mask: jax.Array, rows=None):
+        """`rows` (a static index array; full-sequence forward only): the logits of these tokens
+        only ([len(rows), A]); the last block computes only their rows."""
         x = self.embed(tokens)
         keys, values = (None, None) if cache is None else (cache.keys, cache.values)
         for layer in range(self.layers):
             block = _Block(self.hidden, self.heads, self.mlp_ratio, name=f"block_{layer}")
-            x, keys, values = block(x, keys, values, layer, write_index, mask)
+            last = layer == self.layers - 1
+            x, keys, values = block(x, keys, values, layer, write_index, mask, rows if last else None)
         x = nn.LayerNorm(epsilon=1e-5, name="ln_final")(x)
         heads = ("explore", "exploit") + (("nonexplore", "nonexploit") if self.complementary_heads else ())
         logits = {h: nn.Dense(self.num_actions, name=f"{h}_policy")(x) for h in heads}
@@ -194,10 +202,11 @@ def forward(net: CausalTransformer, params: Any, tokens: Tokens, mask: jax.Array
     return logits["explore"], logits["exploit"]
 
 
-def forward_heads(net: CausalTransformer, params: Any, tokens: Tokens, mask: jax.Array) -> dict:
+def forward_heads(net: CausalTransformer, params: Any, tokens: Tokens, mask: jax.Array, rows=None) -> dict:
     """The full-sequence forward -> {head: logits [L, A]} ("explore", "exploit", and
-    "nonexplore", "nonexploit" with complementary heads)."""
-    return net.apply(params, tokens, None, None, mask)[0]
+    "nonexplore", "nonexploit" with complementary heads); with `rows` (static indices) only
+    those tokens' logits, [len(rows), A], and the last block skips the other rows."""
+    return net.apply(params, tokens, None, None, mask, None if rows is None else np.asarray(rows))[0]
 
 
 def step(net: CausalTransformer, params: Any, cache: KVCache, tokens: Tokens, write_index: jax.Array, mask: jax.Array):
