@@ -225,15 +225,17 @@ def write_markdown(out):
         "",
         f"Metric: exploit reward per pull over the update's rollouts (exploit contexts 1..n), shown as the mean over the {WINDOW} "
         f"updates ending at the update named (per-update values in the JSON). Random 0.05, safe arm 0.5, best arm of a random "
-        f"{s['episodes']}-pull context about 1. Plot: [{NAME}.png]({NAME}.png).",
+        f"{s['episodes']}-pull context about 1. 'After last explore': the exploit pull whose context is all n explore pulls. "
+        f"Plot: [{NAME}.png]({NAME}.png).",
         "",
-        "| run | seed | " + " | ".join(f"upd {p}" for p in points) + " | wall s | s/update |",
-        "|---|---|" + "---|" * (len(points) + 2),
+        "| run | seed | " + " | ".join(f"upd {p}" for p in points) + f" | after last explore, upd {s['updates']} | wall s | s/update |",
+        "|---|---|" + "---|" * (len(points) + 3),
     ]
     for label, r in results.items():
         cells = [window_mean(r["per_update"], p) for p in points]
+        last = window_mean(r["after_last_explore"], s["updates"])
         lines.append(f"| {label} | {r.get('seed', 0)} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells)
-                     + f" | {r['seconds']:.0f} | {r['seconds_per_update_after_first_chunk']:.2f} |")
+                     + f" | {last:.3f} | {r['seconds']:.0f} | {r['seconds_per_update_after_first_chunk']:.2f} |")
     lines += [
         "",
         f"Wall times on {out['machine']} (JAX {out['jax']} for ours), compilation included; s/update excludes the first chunk of "
