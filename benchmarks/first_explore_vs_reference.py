@@ -77,7 +77,10 @@ REFERENCE_EDITS = [
 REFERENCE_ENV = ("Python 3.11.7 venv outside the repo; pinned jax 0.3.25 / flax 0.6.2 / optax 0.1.4 have no Python 3.11 "
                  "wheels, so: jax and jaxlib 0.4.13 (CPU), flax 0.7.2, optax 0.1.7, chex 0.1.82, numpy 1.26.4, scipy 1.11.4, "
                  "transformers 4.24.0 (as pinned), tokenizers 0.13.3; matplotlib (unused after E5). "
-                 "Newer jax (0.4.30) fails in transformers 4.24/4.30 (`jnp.DeviceArray` removed).")
+                 "Newer jax (0.4.30) fails in transformers 4.24/4.30 (`jnp.DeviceArray` removed). Set up as: "
+                 "`python3.11 -m venv REF_DIR/venv`; `git archive` of the reference's HEAD (lte_code/, bandit_runs/) into REF_DIR/src; "
+                 "`REF_DIR/venv/bin/pip install jax==0.4.13 jaxlib==0.4.13 flax==0.7.2 optax==0.1.7 chex==0.1.82 numpy==1.26.4 "
+                 "scipy==1.11.4 transformers==4.24.0 ml_dtypes==0.2.0 orbax-checkpoint==0.3.5 matplotlib`; then the edits below.")
 
 
 def our_config(updates, lr, episodes, overrides):
@@ -172,6 +175,7 @@ def main():
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help=f"which of ours to run: {list(VARIANTS)} (none: [])")
     parser.add_argument("--reference-dir", help="a folder with venv/ and the edited src/ of the reference: run it")
     parser.add_argument("--reference-log", help="parse this log of a reference run instead of running it")
+    parser.add_argument("--fresh", action="store_true", help="discard stored curves of another setting (else: refuse)")
     args = parser.parse_args()
     if args.updates < CHUNK or args.updates % CHUNK:
         sys.exit(f"--updates must be a positive multiple of {CHUNK}")
@@ -181,6 +185,8 @@ def main():
     path_json = os.path.join(RESULTS, NAME + ".json")
     old = json.load(open(path_json)) if os.path.exists(path_json) else {}
     setting = {"updates": args.updates, "episodes": args.episodes, "lr": args.lr}
+    if old.get("results") and old.get("setting") != setting and not args.fresh:
+        sys.exit(f"{path_json} holds curves of another setting {old.get('setting')}; pass --fresh to replace them")
     results = {k: v for k, v in old.get("results", {}).items()} if old.get("setting") == setting else {}
     commands = dict(old.get("commands", {})) if results else {}
     env = metarl.make("fixed-arm-bandit", arms=10, fixed_mean=0.5)
