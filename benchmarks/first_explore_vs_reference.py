@@ -202,12 +202,13 @@ def main():
     elif args.reference_log:
         results[REFERENCE] = {**parse_reference(open(args.reference_log).read().splitlines()), "seed": args.seed}
         commands[REFERENCE] = ref_cmd
-    for label in args.variants:
-        results[label] = run_ours(label, VARIANTS[label], env, args.episodes, args.updates, args.lr, args.seed)
+    for variant in args.variants:
+        label = variant if args.seed == 0 else f"{variant} [seed {args.seed}]"
+        results[label] = run_ours(label, VARIANTS[variant], env, args.episodes, args.updates, args.lr, args.seed)
         commands[label] = (f"python -m benchmarks.first_explore_vs_reference --updates {args.updates} --episodes {args.episodes} "
-                           f"--lr {args.lr} --seed {args.seed} --variants '{label}'")
+                           f"--lr {args.lr} --seed {args.seed} --variants '{variant}'")
     order = [REFERENCE] + list(VARIANTS)
-    results = {k: results[k] for k in order if k in results}
+    results = {k: results[k] for k in sorted(results, key=lambda k: (order.index(k.split(" [seed")[0]), k))}
     out = {"setting": setting, "machine": f"{os.cpu_count()}-core {platform.machine()} CPU (shared with other jobs)",
            "jax": jax.__version__, "family": "fixed-arm-bandit", "options": {"arms": 10, "fixed_mean": 0.5},
            "commands": commands, "reference_edits": REFERENCE_EDITS, "reference_environment": REFERENCE_ENV,
