@@ -551,7 +551,7 @@ class FirstExplore(InContextAlgorithm):
         same tokens: the exploit query of context j is explore pull j's start token, so it is
         recorded as the exploit pull's token). Keys, resets and steps are those of the episode
         path, so with a constant first observation (the bandits) the records are the same."""
-        n, S, A = self.episodes, self.tokens_per_episode, self.env.num_actions
+        n, S = self.episodes, self.tokens_per_episode
         net, trial, pull = self.network, Trial(self.env, 1), self.config.layout == "pull"
         L = n + 1 if pull else (n + 1) * S + 1
         cache_slot, cache_position = (jnp.asarray(a) for a in _cache_layout(n, S))
