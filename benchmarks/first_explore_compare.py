@@ -10,9 +10,19 @@ Variants (the paper's settings, see ../shared/reference/first_explore.md):
     maze-hard         ray-maze 3x3, goal panels +1 w.p. 0.3 else -1, n = 10 episodes of 20 steps
     maze-easy         the same with bad panels paying 0
 
+and the affordable scale (`--scale small` runs both; issue 16 item 3):
+
+    small-bandit-deceptive  fixed-arm-bandit, 5 arms, arm 0 fixed at 0.5, n = 20 pulls
+    small-bandit-control    the same with arm 0 fixed at 0
+
+where Thompson sampling already beats pulling the safe arm 20 times (10) on the deceptive setting,
+and every method trains in minutes (budgets in SMALL below).
+
 Methods: First-Explore (explore k episodes, then exploit; k chosen on training tasks), the
 always-exploit control (First-Explore's exploit policy alone, its own episodes as context), and RL²
-(recurrent PPO maximising the cumulative reward of the whole n-episode trial). On the bandits the
+(recurrent PPO maximising the cumulative reward of the whole n-episode trial; on the small variants
+twice: "rl2" with our preset, "rl2-paper" with the paper's RL² baseline settings, GRU 64, PPO clip
+0.05, gamma 0.95, the rest of the fields our preset's). On the bandits the
 classical baselines (UCB1, Thompson sampling, the Oracle) and Random run on the same tasks; on the
 room, Random and the Oracle's bound (n x the best one-episode return, by dynamic programming over
 the known treasures); on the maze, Random.
@@ -27,6 +37,7 @@ variant is rerun); first_explore.md and one per-episode reward PNG per variant
 (first_explore_VARIANT.png) are regenerated from all entries.
 
     python -m benchmarks.first_explore_compare bandit-deceptive room-deceptive [--seeds 2] [--scale 1.0]
+    python -m benchmarks.first_explore_compare --scale small [--seeds 2]
     python -m benchmarks.first_explore_compare --list
 
 Run folders go to runs/fe_compare/VARIANT/METHOD, or VARIANT-xSCALE/METHOD when --scale is not 1
@@ -62,7 +73,21 @@ VARIANTS = {
     "room-control": ("dark-treasure-room", {"minval": 0.0}, 10, False),
     "maze-hard": ("ray-maze", {"bad_reward": -1.0}, 10, True),
     "maze-easy": ("ray-maze", {"bad_reward": 0.0}, 10, False),
+    "small-bandit-deceptive": ("fixed-arm-bandit", {"arms": 5, "fixed_mean": 0.5}, 20, True),
+    "small-bandit-control": ("fixed-arm-bandit", {"arms": 5, "fixed_mean": 0.0}, 20, False),
 }
+#: The affordable scale: its own budgets (per variant, overriding the per-family ones below) and
+#: methods. First-Explore: "fast-bandit" with these fields; RL²: "fast" (trials of 20 steps) as is,
+#: and with the paper's RL² baseline settings (VariBAD's code: GRU 64, PPO clip 0.05, gamma 0.95).
+SMALL = {
+    "fe_config": dict(hidden=64, heads=2, layers=2, batch_tasks=64, lr=1e-3),
+    "fe_updates": 2000,
+    "rl2_preset": "fast",
+    "rl2_steps": 960_000,
+    "rl2_paper": dict(core="gru", hidden=64, clip_eps=0.05, gamma=0.95),
+    "methods": ("first-explore", "always-exploit", "rl2", "rl2-paper"),
+}
+SMALL_VARIANTS = ("small-bandit-deceptive", "small-bandit-control")
 
 #: Per family: First-Explore's config (both FE and always-exploit), its number of updates, and RL²'s
 #: env-step budget. Sized so that each method trains in a few minutes on a 2-core CPU.
@@ -80,18 +105,20 @@ RL2_STEPS = {"fixed-arm-bandit": 1_200_000, "dark-treasure-room": 1_200_000, "ra
 #: RL²'s preset per family (its trials are 90-200 steps long: "fast-long")
 RL2_PRESET = {"fixed-arm-bandit": "fast-long", "dark-treasure-room": "fast-long", "ray-maze": "fast-long"}
 BASELINES = {"fixed-arm-bandit": ["random", "ucb1", "thompson", "oracle"], "dark-treasure-room": ["random"], "ray-maze": ["random"]}
-METHODS = ("first-explore", "always-exploit", "rl2")
+METHODS = ("first-explore", "always-exploit", "rl2", "rl2-paper")
 
 
-def make_algo(method, env, n, scale):
+def make_algo(method, env, n, scale, small=False):
     family = env.name
-    if method == "rl2":
-        cfg = dataclasses.asdict(RL2_PRESETS[RL2_PRESET[family]])
+    if method in ("rl2", "rl2-paper"):
+        cfg = dataclasses.asdict(RL2_PRESETS[SMALL["rl2_preset"] if small else RL2_PRESET[family]])
+        if method == "rl2-paper":
+            cfg.update(SMALL["rl2_paper"])
         algo = algos.make("rl2", env, n, **cfg)
-        steps = int(RL2_STEPS[family] * scale) // algo.steps_per_update * algo.steps_per_update
+        steps = int((SMALL["rl2_steps"] if small else RL2_STEPS[family]) * scale) // algo.steps_per_update * algo.steps_per_update
         return algo, max(steps, algo.steps_per_update)
-    updates = max(1, int(FE_UPDATES[family] * scale))
-    cfg = dict(dataclasses.asdict(FE_PRESETS[FE_BASE[family]]), **FE_CONFIG[family])
+    updates = max(1, int((SMALL["fe_updates"] if small else FE_UPDATES[family]) * scale))
+    cfg = dict(dataclasses.asdict(FE_PRESETS[FE_BASE[family]]), **(SMALL["fe_config"] if small else FE_CONFIG[family]))
     cfg.update(total_updates=updates, always_exploit=method == "always-exploit")
     algo = algos.make("first-explore", env, n, **cfg)
     return algo, updates * algo.steps_per_update
@@ -108,16 +135,17 @@ def room_oracle_bound(env, n, tasks, seed):
 def run_variant(name, seeds, scale, tasks, methods):
     family, options, n, deceptive = VARIANTS[name]
     env = metarl.make(family, **options)
+    small = name in SMALL_VARIANTS
     learned, runs = [], {}
     for method in methods:
-        algo, steps = make_algo(method, env, n, scale)
+        algo, steps = make_algo(method, env, n, scale, small)
         # another budget is another run (its lr schedule differs), so it gets its own folder
         out = os.path.join("runs", "fe_compare", name if scale == 1.0 else f"{name}-x{scale:g}", method)
         run = common.train_or_resume(algo, out, steps, seeds, command=["python", "-m", "benchmarks.first_explore_compare", name])
         result, wall, train_seconds = run.result, run.wall_seconds, run.train_seconds
         res = evaluation.evaluate_learned(algo, result.state, seeds, tasks, 0)
         res.name, res.label = method, f"{method} ({seeds} seeds)"
-        if method != "rl2":
+        if not method.startswith("rl2"):
             ks = [int(np.asarray(algo.agent_params(evaluation.seed_slice(result.state, i))["k"])) for i in range(seeds)]
         else:
             ks = None
@@ -131,6 +159,10 @@ def run_variant(name, seeds, scale, tasks, methods):
               f"mean total {res.returns.sum(-1).mean():.2f}" + (f", k={ks}" if ks else ""), flush=True)
     base = report.run_baselines(env, n, tasks, 0, BASELINES[family])
     agents = learned + list(base.agents)
+    if family == "fixed-arm-bandit":
+        # arm 0 is noiseless: pulling it every time returns fixed_mean per pull on every task
+        safe = np.full((tasks, n), float(env.options()["fixed_mean"]))
+        agents.append(report.AgentResult("safe-arm", "always the safe arm (arm 0)", {}, safe))
     if family == "dark-treasure-room":
         bound = room_oracle_bound(env, n, tasks, 0)
         agents.append(report.AgentResult("oracle-bound", "oracle bound (best episode x n)", {}, bound))
@@ -141,7 +173,8 @@ def run_variant(name, seeds, scale, tasks, methods):
             a["per_seed_mean_total_return"] = [float(x) for x in r.returns.sum(-1).mean(-1)]
     report.plot_curves(summary, os.path.join(RESULTS, f"first_explore_{name}.png"))
     by = {a["name"]: a for a in summary["agents"]}
-    fe, ae, rl2 = by.get("first-explore"), by.get("always-exploit"), by.get("rl2")
+    # the finding is stated against the paper's RL² where it ran (the small variants), else ours
+    fe, ae, rl2 = by.get("first-explore"), by.get("always-exploit"), by.get("rl2-paper") or by.get("rl2")
     verdict = None
     if fe and ae and rl2:
         above = lambda a, b: a["ci95"][0] > b["ci95"][1]  # noqa: E731
@@ -173,6 +206,9 @@ def markdown(entries, meta):
     ]
     for e in entries:
         lines += [f"## {e['variant']} ({e['family']} {e['options']}, n = {e['episodes']}, {e['seeds']} seeds)", ""]
+        if e.get("command"):
+            lines += [f"Command: {e['command']} at commit {e.get('commit')}; whole variant (training, choosing k, "
+                      f"evaluation, baselines) {e['wall_seconds']:.0f} s wall.", ""]
         lines += ["| agent | mean cumulative reward [95% CI] | per-seed means | k | env steps/seed | training time |",
                   "|---|---|---|---|---|---|"]
         for a in e["agents"]:
@@ -183,7 +219,8 @@ def markdown(entries, meta):
             wall = f"{run['train_seconds']:.0f} s" if run else ""
             lines.append(f"| {a['label']} | {a['mean_total_return']:.2f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}] | {seeds} | "
                          f"{k} | {steps} | {wall} |")
-        lines += ["", f"Paper's finding ({'First-Explore clearly above RL² and always-exploit' if e['deceptive'] else 'comparable'}): "
+        against = "the paper-configured RL² (rl2-paper)" if "rl2-paper" in e["runs"] else "RL²"
+        lines += ["", f"Paper's finding ({'First-Explore clearly above ' + against + ' and always-exploit' if e['deceptive'] else 'comparable to ' + against + ' and always-exploit'}): "
                   f"**{e['verdict']}**", "", f"![per-episode reward](first_explore_{e['variant']}.png)", ""]
     missing = [v for v in VARIANTS if v not in {e["variant"] for e in entries}]
     if missing:
@@ -193,24 +230,38 @@ def markdown(entries, meta):
 
 def main(argv=None):
     parser = common.parser(__doc__, "variants", seeds=2)
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every training budget")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--scale", default="1.0",
+                        help="multiply every training budget by this number; 'small': run the affordable-scale variants")
+    parser.add_argument("--methods", default=None, help=f"comma-separated, of {', '.join(METHODS)} "
+                        "(default: rl2-paper only on the small variants)")
     args = parser.parse_args(argv)
-    if args.list or not args.variants:
+    variants = list(args.variants)
+    if args.scale == "small":
+        variants += [v for v in SMALL_VARIANTS if v not in variants]
+        scale = 1.0
+    else:
+        try:
+            scale = float(args.scale)
+        except ValueError:
+            parser.error(f"--scale must be a number or 'small', got {args.scale!r}")
+    if args.list or not variants:
         for name, (family, options, n, deceptive) in VARIANTS.items():
             print(f"{name}: {family} {options} n={n}{' (deceptive)' if deceptive else ''}")
         return
-    unknown = [v for v in args.variants if v not in VARIANTS]
-    methods = args.methods.split(",")
-    if unknown or any(m not in METHODS for m in methods):
+    unknown = [v for v in variants if v not in VARIANTS]
+    methods = args.methods.split(",") if args.methods else None
+    if unknown or any(m not in METHODS for m in methods or ()):
         parser.error(f"unknown variant(s) or method(s); variants: {', '.join(VARIANTS)}; methods: {', '.join(METHODS)}")
     path = os.path.join(RESULTS, "first_explore.json")
     data = {"meta": common.machine()}
-    data["meta"]["command"] = "`python -m benchmarks.first_explore_compare " + " ".join(argv if argv is not None else sys.argv[1:]) + "`"
-    for name in args.variants:
+    command = "`python -m benchmarks.first_explore_compare " + " ".join(argv if argv is not None else sys.argv[1:]) + "`"
+    data["meta"]["command"] = command
+    for name in variants:
         start = time.perf_counter()
-        entry = run_variant(name, args.seeds, args.scale, args.tasks, methods)
+        chosen = methods or (list(SMALL["methods"]) if name in SMALL_VARIANTS else [m for m in METHODS if m != "rl2-paper"])
+        entry = run_variant(name, args.seeds, scale, args.tasks, chosen)
         entry["wall_seconds"] = time.perf_counter() - start
+        entry["command"], entry["commit"] = command, data["meta"]["commit"]
         print(f"{name}: {entry['verdict']} ({entry['wall_seconds']:.0f} s)", flush=True)
         # re-read before writing: several processes may run different variants at once
         data["entries"] = (json.load(open(path)) if os.path.exists(path) else {"entries": {}})["entries"]
