@@ -253,6 +253,11 @@ def markdown(entries, meta):
         if e.get("command"):
             lines += [f"Command: {e['command']} at commit {e.get('commit')}; whole variant (training, choosing k, "
                       f"evaluation, baselines) {e['wall_seconds']:.0f} s wall.", ""]
+        if e["variant"] in SMALL_VARIANTS:
+            lines += ["Affordable scale: first-explore and always-exploit evaluated greedily (argmax actions; k chosen "
+                      "with the greedy agent); rl2 = our \"fast\" preset, rl2-paper = the paper's RL² baseline settings "
+                      "(GRU 64, PPO clip 0.05, gamma 0.95; other fields our \"fast\" preset's), both sampling. "
+                      "Budgets cut to fit minutes per method (see SMALL in the script).", ""]
         lines += ["| agent | mean cumulative reward [95% CI] | per-seed means | k | env steps/seed | training time |",
                   "|---|---|---|---|---|---|"]
         for a in e["agents"]:
