@@ -60,7 +60,6 @@ from benchmarks.common import RESULTS
 
 import metarl
 from metarl import algos
-from metarl.algos import first_explore as fe_module
 from metarl.algos.first_explore import PRESETS as FE_PRESETS
 from metarl.algos.first_explore import FirstExplore, FirstExploreConfig
 from metarl.algos.rl2 import PRESETS as RL2_PRESETS
@@ -115,32 +114,6 @@ BASELINES = {"fixed-arm-bandit": ["random", "ucb1", "thompson", "oracle"], "dark
 METHODS = ("first-explore", "always-exploit", "rl2", "rl2-paper")
 
 
-class _ExploitHeadKey(str):
-    """'exploit', read as a head of the explore group (see AlwaysExploitFixed)."""
-
-    def __contains__(self, part):
-        return part == "explore" or str.__contains__(self, part)
-
-
-class AlwaysExploitFixed(FirstExplore):
-    """Workaround for a bug in metarl.algos.first_explore (since d0d11a4): on the episode path the
-    training forward keeps only heads whose name contains "explore" for the explore group, so the
-    always-exploit loss (which trains the exploit head on that group) raises KeyError 'exploit'. While
-    tracing the loss, the exploit head's key also reads as an explore-group head; nothing else changes."""
-
-    def _task_loss(self, params, records):
-        original = fe_module.forward_heads
-
-        def heads(*args, **kwargs):
-            return {(_ExploitHeadKey(h) if h == "exploit" else h): x for h, x in original(*args, **kwargs).items()}
-
-        fe_module.forward_heads = heads
-        try:
-            return super()._task_loss(params, records)
-        finally:
-            fe_module.forward_heads = original
-
-
 def make_algo(method, env, n, scale, small=False, greedy=False):
     family = env.name
     if method in ("rl2", "rl2-paper"):
@@ -160,7 +133,7 @@ def make_algo(method, env, n, scale, small=False, greedy=False):
     if greedy:
         cfg.update(greedy=True)
     if method == "always-exploit":
-        algo = AlwaysExploitFixed(env, n, FirstExploreConfig(**cfg))
+        algo = FirstExplore(env, n, FirstExploreConfig(**cfg))
     else:
         algo = algos.make("first-explore", env, n, **cfg)
     return algo, updates * algo.steps_per_update

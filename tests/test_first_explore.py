@@ -300,3 +300,16 @@ def test_a_schedule_of_the_runs_length_is_set_by_the_run():
     assert algo.for_run(7, {"total_updates": 3}).config.total_updates == 3  # resuming keeps the schedule
     fixed = FirstExplore(env, 2, dataclasses.replace(PRESETS["fast"], total_updates=5))
     assert fixed.for_run(7) is fixed
+
+
+def test_always_exploit_trains_on_a_bandit():
+    """Always-exploit on one-step episodes (the episode path) trains its exploit head on the explore
+    group's pulls: two updates run and change the parameters (it raised KeyError 'exploit' once)."""
+    env = metarl.make("fixed-arm-bandit", arms=3, fixed_mean=0.5)
+    algo = FirstExplore(env, 3, FirstExploreConfig(hidden=16, heads=2, layers=1, batch_tasks=4, always_exploit=True))
+    state = algo.init(jax.random.PRNGKey(0))
+    update = jax.jit(algo.update)
+    new, metrics = update(update(state)[0])  # the lr warms up from 0 at the first update
+    assert np.isfinite(float(metrics["exploit_loss"]))
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), state.params, new.params)
+    assert max(jax.tree.leaves(moved)) > 0.0

@@ -654,7 +654,9 @@ class FirstExplore(InContextAlgorithm):
         else:
             mask = episode_mask(slot, position, context, slot, position, token_valid)
             heads = forward_heads(net, params, tokens, mask)
-            logits = {"explore": {h: x[: n * S].reshape(n, S, -1)[:, :T] for h, x in heads.items() if "explore" in h}}
+            # always-exploit trains the exploit head on the explore group's episodes
+            keep = (lambda h: "exploit" in h) if c.always_exploit else (lambda h: "explore" in h)
+            logits = {"explore": {h: x[: n * S].reshape(n, S, -1)[:, :T] for h, x in heads.items() if keep(h)}}
             if not c.always_exploit:
                 logits["exploit"] = {h: x[n * S :].reshape(n, T, -1) for h, x in heads.items() if "exploit" in h}
 
