@@ -53,9 +53,9 @@ def test_fused_loss_and_gradients_equal_the_episode_paths():
     fused, plain = _algo(), _algo(fused=False)
     params = _big_params(fused)
     task = ENV.sample_task(jax.random.PRNGKey(1))
-    records = jax.vmap(lambda k: fused.rollout_task(params, task, k, jnp.float32(1.0), epsilon=0.05))(jax.random.split(jax.random.PRNGKey(3), 3))
-    (loss_a, stats_a), grads_a = jax.value_and_grad(fused._loss, has_aux=True)(params, records)
-    (loss_b, stats_b), grads_b = jax.value_and_grad(plain._loss, has_aux=True)(params, records)
+    records = jax.jit(jax.vmap(lambda k: fused.rollout_task(params, task, k, jnp.float32(1.0), epsilon=0.05)))(jax.random.split(jax.random.PRNGKey(3), 3))
+    (loss_a, stats_a), grads_a = jax.jit(jax.value_and_grad(fused._loss, has_aux=True))(params, records)
+    (loss_b, stats_b), grads_b = jax.jit(jax.value_and_grad(plain._loss, has_aux=True))(params, records)
     assert float(loss_a) > 0
     np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
     _assert_trees_close(stats_a, stats_b, rtol=1e-5, atol=1e-6)
@@ -151,8 +151,8 @@ def test_complementary_heads_train_on_every_sample():
     algo = _algo(complementary_heads=True)
     params = _big_params(algo)
     assert {"nonexplore_policy", "nonexploit_policy"} <= set(params["params"])
-    records = jax.vmap(lambda k: algo.rollout_task(params, ENV.sample_task(k), k, jnp.float32(1.0), epsilon=0.05))(jax.random.split(jax.random.PRNGKey(3), 3))
-    (loss, stats), grads = jax.value_and_grad(algo._loss, has_aux=True)(params, records)
+    records = jax.jit(jax.vmap(lambda k: algo.rollout_task(params, ENV.sample_task(k), k, jnp.float32(1.0), epsilon=0.05)))(jax.random.split(jax.random.PRNGKey(3), 3))
+    (loss, stats), grads = jax.jit(jax.value_and_grad(algo._loss, has_aux=True))(params, records)
     np.testing.assert_allclose(loss, stats["explore_loss"] + stats["exploit_loss"] + stats["complementary_loss"], rtol=1e-5)
     assert float(stats["complementary_loss"]) > 0
     assert float(jnp.abs(grads["params"]["nonexploit_policy"]["kernel"]).max()) > 0
