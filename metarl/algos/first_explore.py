@@ -708,7 +708,6 @@ class FirstExplore(InContextAlgorithm):
             )
             mask = jnp.tril(jnp.ones((n + 1, n + 1), bool))
             heads = forward_heads(self.network, params, tokens, mask)
-            explore_at, exploit_at = np.arange(n), np.arange(1, n + 1)
         else:
             last = jax.tree.map(lambda x: x[n - 1, :1], records["exploit"]["tokens"])
             tokens = jax.tree.map(lambda x, y: jnp.concatenate([x.reshape((n * S,) + x.shape[2:]), y]), ex["tokens"], last)
@@ -717,7 +716,7 @@ class FirstExplore(InContextAlgorithm):
             position = jnp.asarray(np.concatenate([np.tile(np.arange(S), n), [0]]))
             # only the start tokens' logits are read: the last block skips the closing tokens' rows
             heads = forward_heads(self.network, params, tokens, episode_mask(slot, position, slot, slot, position, valid), rows=np.arange(n + 1) * S)
-            explore_at, exploit_at = np.arange(n), np.arange(1, n + 1)
+        explore_at, exploit_at = np.arange(n), np.arange(1, n + 1)  # both layouts: explore i reads row i, exploit i row i + 1
         return {
             "explore": {h: x[explore_at][:, None] for h, x in heads.items() if "explore" in h},
             "exploit": {h: x[exploit_at][:, None] for h, x in heads.items() if "exploit" in h},

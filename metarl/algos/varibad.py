@@ -19,7 +19,7 @@ the two-phase trials of `metarl.envs.dream_grid` (or any family with discrete ac
 - Two optimisers, as VariBAD's code has: the policy's Adam (`lr`, its gradient norm clipped to
   `max_grad_norm`) and the VAE's (`vae_lr`, clipped alone). One clip over both would let the
   ELBO's gradient, summed over the trial's transitions and far larger than PPO's, scale the
-  policy's step to almost nothing (it did: the exploit policy stayed at -1.3 on city).
+  policy's step down (this alone did not unstick the policy on city: the std input did).
 
 The reference DREAM code runs VariBAD with a deterministic encoder (std 1e-6, its KL term
 commented out) and a recurrent DQN; this is VariBAD's own form with a PPO learner.
