@@ -160,10 +160,65 @@ def test_ppo_predictor_mode_trains_its_encoder_and_predictor_in_the_update():
         assert (mode == "predictor") == ("prediction_loss" in sums)
 
 
-def test_ppo_rejects_the_probing_mode_clearly():
-    import pytest
+def _set_head(params, bias):
+    """`params` (a Flax tree) with its policy head's kernel zeroed and its bias set: logits = bias."""
+    head = params["params"]["policy_head"] if "policy_head" in params["params"] else params["params"]["actor_critic"]["policy_head"]
+    head["kernel"] = jnp.zeros_like(head["kernel"])
+    head["bias"] = jnp.asarray(bias, jnp.float32)
+    return params
 
-    from metarl.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="probing is DQN's alone"):
-        algos.make("ppo", CARTPOLE, context_mode="probing")
+def test_ppo_probing_agent_acts_with_the_probe_for_its_first_steps_then_keeps_the_window():
+    env = metarl.make("cartpole", factors="length", contexts=4)
+    algo = algos.make("ppo", env, context_mode="probing", probe_steps=3)
+    agent = algo.agent()
+    params = jax.tree.map(np.array, algo.init_params(jax.random.PRNGKey(0), jax.random.PRNGKey(1)))
+    _set_head(params["main"], [5.0, -5.0])  # the task policy always pushes left,
+    params["probe"]["params"]["policy"] = _set_head({"params": params["probe"]["params"]["policy"]}, [-5.0, 5.0])["params"]  # the probe right
+    timestep, state = algo.trial.reset(jax.random.PRNGKey(0), env.sample_task(jax.random.PRNGKey(1)))
+    carry, actions, windows = agent.init(jax.random.PRNGKey(0)), [], []
+    for t in range(6):
+        action, carry = agent.act(params, carry, timestep, jax.random.PRNGKey(t))
+        actions.append(int(action))
+        windows.append(np.asarray(carry[0]))
+        timestep, state, *_ = algo.trial.step(jax.random.PRNGKey(t), state, action)
+    assert actions == [1, 1, 1, 0, 0, 0]  # three probe steps, then the task policy
+    assert carry[0].shape == (3, 2 * 4 + 2) and int(carry[1]) == 3
+    np.testing.assert_array_equal(windows[3], windows[5])  # the probe's window stays for the rest of the trial
+    assert float(np.abs(windows[3][0, 4:6] - [0.0, 1.0]).max()) == 0  # its rows hold the probe's actions (one-hot right)
+
+
+def test_ppo_probe_reward_is_f0s_error_minus_the_encoders_on_the_state_change():
+    env = metarl.make("cartpole", factors="length", contexts=4)
+    algo = algos.make("ppo", env, context_mode="probing", probe_steps=3)
+    params = jax.tree.map(np.array, algo.init_params(jax.random.PRNGKey(0), jax.random.PRNGKey(1)))
+    for tree, name, bias in ((params["main"]["params"], "predictor_out", [0.1, 0.0, 0.0, 0.0]),
+                             (params["probe"]["params"], "model0_out", [0.0, 0.0, 0.0, 0.5])):
+        tree[name]["kernel"] = np.zeros_like(tree[name]["kernel"])  # a constant prediction of s' - s
+        tree[name]["bias"] = np.asarray(bias, np.float32)
+    obs = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]], np.float32)
+    next_obs = obs + np.array([[0.1, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    rows = {"obs": obs, "next_obs": next_obs, "action": np.eye(2, dtype=np.float32)[[0, 1]],
+            "window": np.zeros((2, 3, 10), np.float32), "count": np.array([0, 2], np.int32)}
+    reward, _ = algo.probe_rewards(params, rows)
+    # row 0: f0 misses by (0.1, 0, 0, -0.5) -> 0.26 / 4; f exact -> 0.  row 1: f0 0.25 / 4, f 0.01 / 4
+    np.testing.assert_allclose(np.asarray(reward), [0.26 / 4, (0.25 - 0.01) / 4], rtol=1e-5)
+
+
+def test_ppo_probing_update_trains_the_probe_f0_the_encoder_and_the_policy():
+    env = metarl.make("cartpole", factors="length", contexts=8)
+    algo = algos.make("ppo", env, context_mode="probing", num_envs=2, num_steps=16, minibatches=2, epochs=1, probe_steps=4)
+    state = init_states(algo, init_keys(0, 1))
+    before = jax.tree.map(np.asarray, state.params)  # run_chunk donates the state
+    state, sums, bad = run_chunk(algo, state, jnp.int32(2))
+    assert int(bad[0]) == -1
+    assert state.agent_carry[0].shape == (1, 2, 4, 2 * 4 + 2)  # each stream's probe window, carried between updates
+    moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), state.params, before)
+    for part, names in (("main", ("encoder_0", "encoder_out", "predictor_0", "predictor_out", "actor_critic")),
+                        ("probe", ("model0_0", "model0_out", "policy"))):
+        for name in names:
+            assert all(v > 0 for v in jax.tree.leaves(moved[part]["params"][name])), (part, name)
+    share = float(sums["probe_share"][0]) / 2  # per update: 2 streams x 16 steps, episodes of about 20 steps
+    assert 0.1 < share < 0.5 and np.isfinite(float(sums["probe_reward"][0]))
+    for k in ("probe_policy_loss", "probe_value_loss", "model0_loss", "prediction_loss"):
+        assert np.isfinite(float(sums[k][0])), k
