@@ -274,21 +274,73 @@ def markdown(data):
                 lines += ["<details><summary>per context (mean [95% CI] over seeds)</summary>", "", *per, "", "</details>", ""]
     missing = [r for r in row_names() if r not in entries]
     lines += [f"Not run yet: {', '.join(missing)}." if missing else "", ""]
+    lines += verdicts(entries) + study_time(entries)
     return "\n".join(lines)
+
+
+def _compare(a, b, part):
+    """'above', 'below' or 'level': IQM of entry a against b on `part`, by their 95% intervals."""
+    ia, ib = a["aggregates"][part]["iqm_ci95"], b["aggregates"][part]["iqm_ci95"]
+    return "above" if ia[0] > ib[1] else "below" if ia[1] < ib[0] else "level"
+
+
+def verdicts(entries) -> list[str]:
+    """Where each context mode wins or loses, inside and outside the training range, from the rows
+    run: explicit against hidden (the issue's check), and the best and worst mode by IQM."""
+    lines = ["## Where each mode wins or loses (computed from the rows above)", "",
+             "IQM of normalised scores with 95% stratified-bootstrap intervals; 'above'/'below' when the intervals do not overlap, "
+             "else 'level'. DQN rows only (Double DQN's are compared among themselves in the tables).", ""]
+    for family, (factors, _, _) in FAMILIES.items():
+        for factor in factors:
+            rows = [e for e in factor_rows(entries, family, factor)
+                    if e["mode"] != "oracle" and e.get("preset", "reference") == "reference" and e.get("aggregates")]
+            by_mode = {e["mode"]: e for e in rows}
+            if len(rows) < 2:
+                continue
+            parts = []
+            for part, where in (("interpolation", "inside"), ("extrapolation", "outside")):
+                ranked = sorted(rows, key=lambda e: -e["aggregates"][part]["iqm"])
+                text = f"{where}: best {ranked[0]['mode']} ({ranked[0]['aggregates'][part]['iqm']:.2f}), worst {ranked[-1]['mode']} " \
+                       f"({ranked[-1]['aggregates'][part]['iqm']:.2f})"
+                if "explicit" in by_mode and "hidden" in by_mode:
+                    text += f"; explicit {_compare(by_mode['explicit'], by_mode['hidden'], part)} hidden"
+                parts.append(text)
+            lines.append(f"- {family} {factor}: " + "; ".join(parts) + ".")
+    return lines + [""]
+
+
+def study_time(entries) -> list[str]:
+    """The whole study's time on this machine: every row's training (and whole wall time) summed."""
+    train = sum(e["train_seconds"] for e in entries.values())
+    wall = sum(e["wall_seconds"] for e in entries.values())
+    total = len(row_names())
+    return ["## The whole study's time", "",
+            f"{len(entries)} of {total} rows run; their training took {train / 3600:.2f} h summed ({wall / 3600:.2f} h of wall time with "
+            f"compilation and evaluation) on this 2-core CPU, one row after another (target: the whole study under 2 h: "
+            f"{'met' if wall <= 7200 and len(entries) == total else 'not met'}). Many rows trained beside another job on the same two "
+            "cores, so their times are upper bounds; benchmarks/results/dqn_update_cost.md gives the CPU's arithmetic ceiling for "
+            "one row's gradient steps.", ""]
 
 
 def main(argv=None):
     parser = common.parser(__doc__, "rows", seeds=5)
     parser.add_argument("--steps", type=int, default=500_000, help="env steps per seed")
     parser.add_argument("--episodes", type=int, default=10, help="greedy episodes per evaluation context")
+    parser.add_argument("--report", action="store_true", help="rewrite contextual.md from contextual.json, training nothing")
     args = parser.parse_args(argv)
+    path = os.path.join(RESULTS, "contextual.json")
+    if args.report:
+        data = common.read_json(path)
+        if not data:
+            parser.error(f"--report: no results in {path}")
+        common.write_results("contextual", data, markdown(data))
+        return
     if args.list or not args.rows:
         print("\n".join(row_names()))
         return
     unknown = [r for r in args.rows if r not in row_names()]
     if unknown:
         parser.error(f"unknown row(s) {unknown}; see --list")
-    path = os.path.join(RESULTS, "contextual.json")
     for name in args.rows:
         entry = run_row(name, args.seeds, args.steps, args.episodes)
         entry["command"] = "python -m benchmarks.contextual_dqn " + name + f" --seeds {args.seeds} --steps {args.steps} --episodes {args.episodes}"
