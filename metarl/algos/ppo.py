@@ -32,7 +32,9 @@ for the rest of the trial; the policy reads the predictor mode's encoding of tha
 DQN's probing mode, the probing policy's reward per probe step is how much the probe so far
 improves the prediction of the next state: the squared error of a context-free next-state model
 f0(s, a) minus that of the encoder's predictor f(s, a, z), both computed with the update's
-parameters, gradients stopped. The probe learns by PPO on that reward (discount `probe_gamma`,
+parameters, gradients stopped; plus `probe_task_coef` (1) x the environment's reward, since the
+probe acts in the task's own episode (EPI probes in a separate one): with the information reward
+alone, often negative early on, a probe learned to end CartPole's episodes within its 10 steps. The probe learns by PPO on that reward (discount `probe_gamma`,
 its own value head, the probe ending at its last step), the main policy by PPO on the probe-free
 steps (its value on every step: the probe's rewards count in the return), f0 and the predictor by
 their prediction losses on every transition. The window is DQN's (`algos.dqn`): it empties when a
@@ -104,6 +106,9 @@ class PPOConfig:
     probe_steps: int = 10  #: probing mode: steps of the probing policy opening every trial (the window's size)
     probe_hidden: tuple[int, ...] = (32, 32)  #: probing mode: hidden widths of the probing actor-critic and of f0
     probe_gamma: float = 0.9  #: probing mode: discount of the probing policy's return
+    #: probing mode: weight of the environment's reward in the probe's reward, beside the information
+    #: reward (0: EPI's information reward alone; with it a probe learned to end CartPole's episodes)
+    probe_task_coef: float = 1.0
 
     def __post_init__(self):
         o = "ppo"
@@ -115,6 +120,7 @@ class PPOConfig:
         check_float(o, "prediction_coef", self.prediction_coef, low=0.0, low_open=True)
         check_int(o, "probe_steps", self.probe_steps, low=1, high=100_000)
         check_float(o, "probe_gamma", self.probe_gamma, low=0.0, high=1.0)
+        check_float(o, "probe_task_coef", self.probe_task_coef, low=0.0)
         for name in ("encoder_hidden", "predictor_hidden", "probe_hidden"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
             for width in getattr(self, name):
@@ -517,11 +523,12 @@ class PPO(PerContextAlgorithm):
             is_probe = batch["probe"]
             goes_on = is_probe & ~done & (batch["count"] + 1 < c.probe_steps)  # the probe's return ends at its last step
             probe_discount = c.probe_gamma * goes_on.astype(jnp.float32)
-            probe_reward = jnp.where(is_probe, probe_reward, 0.0)
+            info = jnp.where(is_probe, probe_reward, 0.0)
+            probe_reward = jnp.where(is_probe, probe_reward + c.probe_task_coef * batch["reward"], 0.0)
             probe_advantage = gae(probe_reward, probe_discount, batch["probe_value"], probe_next, c.gae_lambda, probe_discount)
             data.update(probe=is_probe, probe_value=batch["probe_value"], probe_advantage=probe_advantage,
                         probe_target=probe_advantage + batch["probe_value"])
-            probe_metrics = {"probe_reward": masked_mean(probe_reward, is_probe), "probe_share": jnp.mean(is_probe.astype(jnp.float32))}
+            probe_metrics = {"probe_reward": masked_mean(info, is_probe), "probe_share": jnp.mean(is_probe.astype(jnp.float32))}
         flat = jax.tree.map(lambda x: x.reshape((N * T,) + x.shape[2:]), data)
         vclip = c.value_clip_eps if c.value_clip_eps > 0 else None
 
