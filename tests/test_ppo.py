@@ -222,3 +222,12 @@ def test_ppo_probing_update_trains_the_probe_f0_the_encoder_and_the_policy():
     assert 0.1 < share < 0.5 and np.isfinite(float(sums["probe_reward"][0]))
     for k in ("probe_policy_loss", "probe_value_loss", "model0_loss", "prediction_loss"):
         assert np.isfinite(float(sums[k][0])), k
+
+
+def test_ppo_probing_settings_are_checked():
+    from metarl.errors import ConfigError
+
+    for bad, match in (({"probe_task_coef": -1.0}, "probe_task_coef"), ({"probe_steps": 0}, "probe_steps"),
+                       ({"probe_gamma": 1.5}, "probe_gamma")):
+        with pytest.raises(ConfigError, match=match):
+            algos.make("ppo", CARTPOLE, context_mode="probing", **bad)
