@@ -101,7 +101,8 @@ def main(argv=None):
         "command": "python -m benchmarks.dqn_update_cost" + (f" --seeds {seeds}" if seeds != 10 else "") + (f" --updates {n}" if n != 2000 else ""),
     }
     # the reference run (500k env steps per seed, gradient steps from step 10k, one per 10 steps) at the dense rate
-    run_gflop = flops * (500_000 - c.learning_starts) / c.train_every / 1e9
+    starts = algos.make("dqn", env, preset="reference").config.learning_starts  # the reference's 10,000 (this run's algo starts at 0)
+    run_gflop = flops * (500_000 - starts) / c.train_every / 1e9
     floor_seconds = run_gflop / dense_gflops
     data.update(reference_run_gflop=run_gflop, reference_run_floor_seconds=floor_seconds,
                 reference_run_ceiling_steps_per_second=seeds * 500_000 / floor_seconds)
@@ -117,7 +118,7 @@ def main(argv=None):
         f"update runs {data['env_steps_per_second']:,.0f} env steps/s over the seeds.", "",
         f"The CPU's ceiling, measured here: XLA runs one dense 2048^3 float32 matmul at {dense_gflops:.1f} GFLOP/s and the "
         f"gradient step's 128 x 120 x 84 layer matmul ({seeds} seeds vmapped) at {layer_gflops:.1f} GFLOP/s. The reference run's "
-        f"gradient steps (500,000 env steps per seed, one per {c.train_every} steps from step {c.learning_starts:,}) are "
+        f"gradient steps (500,000 env steps per seed, one per {c.train_every} steps from step {starts:,}) are "
         f"{run_gflop:,.0f} GFLOP for {seeds} seeds: at least {floor_seconds:.0f} s even at the dense rate, so no loop on this "
         f"CPU runs them faster than {data['reference_run_ceiling_steps_per_second']:,.0f} env steps/s (all seeds), before "
         "environment steps, replay, acting and compilation.", "",
