@@ -105,7 +105,8 @@ def main(argv=None):
     run_gflop = flops * (500_000 - starts) / c.train_every / 1e9
     floor_seconds = run_gflop / dense_gflops
     data.update(reference_run_gflop=run_gflop, reference_run_floor_seconds=floor_seconds,
-                reference_run_ceiling_steps_per_second=seeds * 500_000 / floor_seconds)
+                reference_run_ceiling_steps_per_second=seeds * 500_000 / floor_seconds,
+                reference_run_layer_rate_seconds=run_gflop / layer_gflops)
     md = "\n".join([
         "# DQN on CartPole: one update against its gradient step alone", "",
         f"Command: `{data['command']}` ({seeds} seeds vmapped, CleanRL's settings, {n} updates timed after as many to warm up; "
@@ -121,7 +122,8 @@ def main(argv=None):
         f"gradient steps (500,000 env steps per seed, one per {c.train_every} steps from step {starts:,}) are "
         f"{run_gflop:,.0f} GFLOP for {seeds} seeds: at least {floor_seconds:.0f} s even at the dense rate, so no loop on this "
         f"CPU runs them faster than {data['reference_run_ceiling_steps_per_second']:,.0f} env steps/s (all seeds), before "
-        "environment steps, replay, acting and compilation.", "",
+        "environment steps, replay, acting and compilation. At the rate XLA reaches on the layer's own shapes they take at "
+        f"least {run_gflop / layer_gflops:.0f} s ({seeds * 500_000 / (run_gflop / layer_gflops):,.0f} env steps/s at most).", "",
     ])
     json_path, _ = common.write_results("dqn_update_cost", data, md)
     print(md)
