@@ -76,9 +76,12 @@ def reads_exploration(timestep: TimeStep) -> jax.Array:
 class DreamConfig:
     """DREAM settings (PPO learners)."""
 
-    trials_per_update: int = 128  #: whole trials per update
+    #: whole trials per update. 512 (in 32 minibatches of 16 trials): with 128 (8 minibatches) the
+    #: exploitation learner levelled off at 0.55 on city even reading f(id) (optimum 0.8), with 512
+    #: it reached 0.70 (sampled; greedy 0.73) and DREAM on map 0.76 (sampled) in 2M steps (one seed each)
+    trials_per_update: int = 512
     epochs: int = 4  #: passes over the update's trials
-    minibatches: int = 8  #: gradient steps per pass (trials_per_update must divide by it)
+    minibatches: int = 32  #: gradient steps per pass (trials_per_update must divide by it)
     lr: float = 1e-3  #: Adam learning rate
     max_grad_norm: float = 1.0  #: clip gradients to this global norm (0: no clipping)
     gamma: float = 0.99  #: discount within an episode
