@@ -241,8 +241,30 @@ def window_mask(count, history):
     return jnp.arange(history) >= history - count
 
 
+class ProbingWindow:
+    """What a per-context agent with a window of transitions and a probing mode (DQN's, PPO's)
+    derives from its `context_mode`, `probe_steps` and `history`."""
+
+    @property
+    def probing(self) -> bool:
+        return self.context_mode == "probing"
+
+    @property
+    def window_size(self) -> int:
+        """Rows of the window: the probe's steps (probing), else `history`."""
+        return self.probe_steps if self.probing else self.history
+
+    def main_params(self, params):
+        """The main network's parameters (probing mode: params = {"main": ..., "probe": ...})."""
+        return params["main"] if self.probing else params
+
+    def probe_now(self, carry) -> jax.Array:
+        """bool: the probing policy acts at this step (the probe has not filled the window yet)."""
+        return carry[1] < self.probe_steps if self.probing else jnp.bool_(False)
+
+
 @dataclasses.dataclass(frozen=True)
-class DQNAgent(Agent):
+class DQNAgent(ProbingWindow, Agent):
     """The greedy Q-policy as an agent. carry: for the learned context, (window [H, W], valid rows,
     the previous observation); else nothing."""
 
@@ -264,21 +286,8 @@ class DQNAgent(Agent):
         return self.context_mode in WINDOW_MODES
 
     @property
-    def probing(self) -> bool:
-        return self.context_mode == "probing"
-
-    @property
-    def window_size(self) -> int:
-        """Rows of the window: the probe's steps (probing), else `history`."""
-        return self.probe_steps if self.probing else self.history
-
-    @property
     def probe_network(self) -> ProbeNetwork:
         return ProbeNetwork(self.env.num_actions, tuple(self.probe_hidden), self.probe_steps, self.weight_init)
-
-    def main_params(self, params):
-        """The Q-network's parameters (probing mode: params = {"main": ..., "probe": ...})."""
-        return params["main"] if self.probing else params
 
     @property
     def reads_context(self) -> bool:  # an explicit-context agent sees TimeStep.context
@@ -328,10 +337,6 @@ class DQNAgent(Agent):
     def q_values(self, params, carry, timestep):
         obs, context, window, mask = self.inputs(carry, timestep)
         return self.network.apply(self.main_params(params), obs, context, window, mask)
-
-    def probe_now(self, carry) -> jax.Array:
-        """bool: the probing policy acts at this step (the probe has not filled the window yet)."""
-        return carry[1] < self.probe_steps if self.probing else jnp.bool_(False)
 
     def greedy_action(self, params, carry, timestep) -> jax.Array:
         action = jnp.argmax(self.q_values(params, carry, timestep)).astype(jnp.int32)

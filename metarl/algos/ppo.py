@@ -59,7 +59,7 @@ from flax import struct
 from metarl.agents import Agent
 from metarl.algos import streams as streams_lib
 from metarl.algos.base import PerContextAlgorithm, TrainState, adamw, agent_from_config, check_ppo_settings, register, sample_or_greedy
-from metarl.algos.dqn import POOLINGS, pool_encodings, prediction_error, push, window_mask
+from metarl.algos.dqn import POOLINGS, ProbingWindow, pool_encodings, prediction_error, push, window_mask
 from metarl.algos.streams import Streams
 from metarl.envs.trial import TimeStep, Trial, prev_action_features
 from metarl.errors import check, check_float, check_int
@@ -232,7 +232,7 @@ class PPOTrainState(TrainState):
 
 
 @dataclasses.dataclass(frozen=True)
-class PPOAgent(Agent):
+class PPOAgent(ProbingWindow, Agent):
     """The trained policy as an agent (carry: nothing); greedy = the most likely action, or the
     Gaussian's mean clipped to the box."""
 
@@ -259,25 +259,8 @@ class PPOAgent(Agent):
         return self.context_mode in WINDOW_MODES
 
     @property
-    def probing(self) -> bool:
-        return self.context_mode == "probing"
-
-    @property
-    def window_size(self) -> int:
-        """Rows of the window: the probe's steps (probing), else `history`."""
-        return self.probe_steps if self.probing else self.history
-
-    @property
     def probe_network(self) -> ProbeActorCritic:
         return ProbeActorCritic(self.env.action_size, self.env.discrete, tuple(self.probe_hidden), self.probe_steps, self.activation)
-
-    def main_params(self, params):
-        """The main network's parameters (probing mode: params = {"main": ..., "probe": ...})."""
-        return params["main"] if self.probing else params
-
-    def probe_now(self, carry) -> jax.Array:
-        """bool: the probing policy acts at this step (the probe has not filled the window yet)."""
-        return carry[1] < self.probe_steps if self.probing else jnp.bool_(False)
 
     @property
     def network(self) -> nn.Module:
