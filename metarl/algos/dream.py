@@ -44,6 +44,7 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from metarl.agents import Agent
 from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, minibatch_epochs, register, sampled_actions
@@ -83,6 +84,7 @@ class DreamConfig:
     epochs: int = 4  #: passes over the update's trials
     minibatches: int = 32  #: gradient steps per pass (trials_per_update must divide by it)
     lr: float = 1e-3  #: Adam learning rate
+    lr_decay_updates: int = 0  #: decay the learning rate linearly to 0 over this many updates (0: constant)
     max_grad_norm: float = 1.0  #: clip gradients to this global norm (0: no clipping)
     gamma: float = 0.99  #: discount within an episode
     gae_lambda: float = 0.95  #: GAE lambda
@@ -115,6 +117,7 @@ class DreamConfig:
         for name in ("trials_per_update", "epochs", "minibatches", "embed_dim", "explorer_hidden", "decoder_hidden"):
             check_int(o, name, getattr(self, name), low=1, high=1_000_000)
         check_float(o, "lr", self.lr, low=0.0, low_open=True)
+        check_int(o, "lr_decay_updates", self.lr_decay_updates, low=0)
         if self.trials_per_update % self.minibatches:
             raise ConfigError(f"dream: trials_per_update ({self.trials_per_update}) must be a multiple of minibatches ({self.minibatches})")
         for name in ("max_grad_norm", "noise", "bottleneck", "bottleneck_coef", "decoder_coef", "info_penalty", "ent_coef", "vf_coef"):
@@ -281,7 +284,9 @@ class Dream(InContextAlgorithm):
         return agent_from_config(DreamAgent, self.env, self.episodes, self.config, greedy=greedy)
 
     def optimizer(self):
-        return adamw(self.config.lr, eps=1e-5, weight_decay=0.0, clip_norm=self.config.max_grad_norm)
+        c = self.config
+        lr = optax.linear_schedule(c.lr, 0.0, c.lr_decay_updates * c.epochs * c.minibatches) if c.lr_decay_updates else c.lr
+        return adamw(lr, eps=1e-5, weight_decay=0.0, clip_norm=c.max_grad_norm)
 
     def init_params(self, key_params):
         agent = self.agent()
