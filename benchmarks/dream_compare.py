@@ -202,6 +202,8 @@ def main(argv=None):
         data["references"][family] = reference_returns(test_env, test_env.split_ids())
         for method in methods:
             entry = run_one(family, method, args.seeds, args.steps, args.points, args.tasks)
+            if os.path.exists(path):  # re-read: another invocation may have written its rows meanwhile
+                data = {**common.read_json(path), "references": {**common.read_json(path)["references"], **data["references"]}}
             data["entries"] = [e for e in data["entries"] if not (e["family"] == family and e["method"] == method)] + [entry]
             data["meta"] = common.machine()
             data["entries"].sort(key=lambda e: (FAMILIES.index(e["family"]), METHODS.index(e["method"])))
