@@ -12,7 +12,7 @@ from metarl.algos.dream import information_gain
 from metarl.errors import ConfigError
 
 CITY = metarl.make("city")
-TINY = dict(trials_per_update=4, minibatches=2, epochs=1, embed_dim=4, explorer_hidden=8, decoder_hidden=8, exploit_hidden=(8,), explore_epsilon_steps=0)
+TINY = dict(lr_decay_updates=0, trials_per_update=4, minibatches=2, epochs=1, embed_dim=4, explorer_hidden=8, decoder_hidden=8, exploit_hidden=(8,), explore_epsilon_steps=0)
 
 
 def test_information_gain_by_hand():
@@ -30,6 +30,25 @@ def test_dream_errors():
         algos.make("dream", CITY, 1)
     with pytest.raises(ConfigError, match="multiple of minibatches"):
         algos.make("dream", CITY, 2, trials_per_update=6, minibatches=4)
+    with pytest.raises(ConfigError, match="lr_decay_updates"):
+        algos.make("dream", CITY, 2, lr_decay_updates=-1)
+
+
+def test_the_learning_rate_decays_over_the_run():
+    algo = algos.make("dream", CITY, 2, **{**TINY, "lr_decay_updates": None})
+    with pytest.raises(ConfigError, match="run's own length"):  # outside a run it needs a number
+        algo.optimizer()
+    assert algo.for_run(7).config.lr_decay_updates == 7
+    assert algo.for_run(9, {"lr_decay_updates": 5}).config.lr_decay_updates == 5  # a resumed run keeps its schedule
+    # 0 after lr_decay_updates x epochs x minibatches gradient steps: an update then changes nothing
+    opt = algos.make("dream", CITY, 2, **{**TINY, "lr_decay_updates": 1}).optimizer()
+    params = {"w": jnp.ones(3)}
+    state = opt.init(params)
+    for _ in range(2):  # TINY: 1 epoch x 2 minibatches
+        step, state = opt.update({"w": jnp.ones(3)}, state, params)
+        assert float(jnp.abs(step["w"]).max()) > 0
+    step, _ = opt.update({"w": jnp.ones(3)}, state, params)
+    np.testing.assert_allclose(step["w"], 0.0)
 
 
 def test_one_update_trains_every_part_and_the_agent_never_reads_the_task_id():
@@ -85,7 +104,7 @@ def test_dream_beats_the_no_information_return_on_city():
     from metarl.run.loop import init_states, run_chunk
     from metarl.run.settings import init_keys
 
-    algo = algos.make("dream", CITY, 2, trials_per_update=128, minibatches=8)
+    algo = algos.make("dream", CITY, 2, trials_per_update=128, minibatches=8, lr_decay_updates=0)
     state = init_states(algo, init_keys(0, 1))
     updates = 1_200_000 // algo.steps_per_update
     chunk = max(n for n in range(1, 21) if updates % n == 0)

@@ -84,7 +84,10 @@ class DreamConfig:
     epochs: int = 4  #: passes over the update's trials
     minibatches: int = 32  #: gradient steps per pass (trials_per_update must divide by it)
     lr: float = 1e-3  #: Adam learning rate
-    lr_decay_updates: int = 0  #: decay the learning rate linearly to 0 over this many updates (0: constant)
+    #: decay the learning rate linearly to 0 over this many updates (None: the run's own length, set by
+    #: the host loop; 0: constant). With a constant 1e-3 the greedy exploitation return on map peaked
+    #: near 0.70 at 1.2-1.7M steps and fell to 0.57 by 2M (3 seeds); decayed over the run, 0.75 at 2M
+    lr_decay_updates: int | None = None
     max_grad_norm: float = 1.0  #: clip gradients to this global norm (0: no clipping)
     gamma: float = 0.99  #: discount within an episode
     gae_lambda: float = 0.95  #: GAE lambda
@@ -117,7 +120,8 @@ class DreamConfig:
         for name in ("trials_per_update", "epochs", "minibatches", "embed_dim", "explorer_hidden", "decoder_hidden"):
             check_int(o, name, getattr(self, name), low=1, high=1_000_000)
         check_float(o, "lr", self.lr, low=0.0, low_open=True)
-        check_int(o, "lr_decay_updates", self.lr_decay_updates, low=0)
+        if self.lr_decay_updates is not None:
+            check_int(o, "lr_decay_updates", self.lr_decay_updates, low=0)
         if self.trials_per_update % self.minibatches:
             raise ConfigError(f"dream: trials_per_update ({self.trials_per_update}) must be a multiple of minibatches ({self.minibatches})")
         for name in ("max_grad_norm", "noise", "bottleneck", "bottleneck_coef", "decoder_coef", "info_penalty", "ent_coef", "vf_coef"):
@@ -276,6 +280,9 @@ class Dream(InContextAlgorithm):
             raise ConfigError(f"dream: a trial needs an exploration episode and at least one exploitation episode (episodes >= 2), got {self.episodes}")
         super().__post_init__()
 
+    def for_run(self, total_updates, saved_config=None):
+        return self.with_run_length("lr_decay_updates", total_updates, saved_config)
+
     @property
     def steps_per_update(self) -> int:
         return self.config.trials_per_update * self.trial_steps
@@ -285,6 +292,9 @@ class Dream(InContextAlgorithm):
 
     def optimizer(self):
         c = self.config
+        if c.lr_decay_updates is None:
+            raise ConfigError("dream: lr_decay_updates=None means the run's own length, which metarl.run.train sets; "
+                              "give a number of updates (0: a constant learning rate) to use the algorithm outside it", "lr_decay_updates")
         lr = optax.linear_schedule(c.lr, 0.0, c.lr_decay_updates * c.epochs * c.minibatches) if c.lr_decay_updates else c.lr
         return adamw(lr, eps=1e-5, weight_decay=0.0, clip_norm=c.max_grad_norm)
 
