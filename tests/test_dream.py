@@ -95,6 +95,22 @@ def test_explorer_cannot_end_its_episode_while_exploration_is_forced():
     assert not bool(algo.may_end(jnp.int32(0))) and bool(algo.may_end(jnp.int32(10**6)))
 
 
+def test_exploitation_epsilon_mixes_the_policy_with_uniform_and_decays():
+    algo = algos.make("dream", CITY, 2, **{**TINY, "exploit_epsilon_steps": 4 * 160})  # TINY: 160 env steps per update
+    agent, params = algo.agent(), algo.init(jax.random.PRNGKey(0)).params
+    timestep, _ = algo.trial.reset(jax.random.PRNGKey(1))
+    timestep = timestep.replace(episode_index=jnp.int32(1), first=jnp.bool_(False))  # an exploitation step
+    probs = {}
+    for eps in (0.0, 0.5, 1.0):
+        _, logits, _, _, exploring = agent.step(params, {**agent.init(None), "exploit_epsilon": jnp.float32(eps)}, timestep)
+        assert not bool(exploring)
+        probs[eps] = np.asarray(jax.nn.softmax(logits))
+    np.testing.assert_allclose(probs[1.0], 1 / 9, atol=1e-6)
+    np.testing.assert_allclose(probs[0.5], 0.5 * probs[0.0] + 0.5 / 9, atol=1e-6)
+    np.testing.assert_allclose([float(algo.exploit_epsilon(jnp.int32(u))) for u in (0, 2, 4, 8)], [1.0, 0.5, 0.0, 0.0])
+    assert float(algos.make("dream", CITY, 2, **TINY).exploit_epsilon(jnp.int32(0))) == 0.0  # off by default
+
+
 @pytest.mark.slow
 def test_dream_beats_the_no_information_return_on_city():
     """About 10 minutes on 2 cores: 1.2M env steps (the explorer forced to walk its whole episode

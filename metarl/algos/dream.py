@@ -109,6 +109,9 @@ class DreamConfig:
     #: 250k steps): without it the explorer learns to end its episode before the decoder can learn
     explore_epsilon_steps: int = 1_000_000
     explore_epsilon_end: float = 0.0
+    #: the exploitation policy acts uniformly at random w.p. epsilon, 1 decaying linearly to 0 over
+    #: this many env steps (0: never; the reference's DQN exploitation learner: 1 -> 0.01 over 250k)
+    exploit_epsilon_steps: int = 0
     #: for this many env steps at the start of training the explorer cannot end its episode (it
     #: walks all `max_steps`): the information gain is zero until the decoder has learned, so a PPO
     #: explorer otherwise learns end_episode (which saves the step cost) before the decoder has data
@@ -128,6 +131,7 @@ class DreamConfig:
             check_float(o, name, getattr(self, name), low=0.0)
         check_int(o, "explore_epsilon_steps", self.explore_epsilon_steps, low=0)
         check_int(o, "explore_full_steps", self.explore_full_steps, low=0)
+        check_int(o, "exploit_epsilon_steps", self.exploit_epsilon_steps, low=0)
         for name in ("gamma", "gae_lambda", "id_fraction", "explore_epsilon_end"):
             check_float(o, name, getattr(self, name), low=0.0, high=1.0)
         check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
@@ -221,7 +225,7 @@ class DreamAgent(Agent):
     def init(self, key):
         return {"h_explore": jnp.zeros((self.explorer_hidden,)), "h_decoder": jnp.zeros((self.decoder_hidden,)),
                 "last_obs": jnp.zeros(self.env.obs_shape), "z_id": jnp.zeros((self.embed_dim,)), "use_id": jnp.bool_(False),
-                "epsilon": jnp.float32(0.0), "may_end": jnp.bool_(True)}
+                "epsilon": jnp.float32(0.0), "exploit_epsilon": jnp.float32(0.0), "may_end": jnp.bool_(True)}
 
     def transition(self, carry, timestep: TimeStep):
         return jnp.concatenate([self.encode(carry["last_obs"]), jax.nn.one_hot(timestep.prev_action, self.env.num_actions),
@@ -246,6 +250,8 @@ class DreamAgent(Agent):
         logits_e = jnp.where(~carry["may_end"] & (jnp.arange(self.env.num_actions) == END_EPISODE), -1e9, logits_e)
         z = jnp.where(carry["use_id"], carry["z_id"], jax.lax.stop_gradient(g))
         logits_x, value_x = net.apply(params, obs, z, method=DreamNetworks.exploit)
+        eps_x = carry["exploit_epsilon"]  # the same mixture for the exploitation policy (training; 0 by default)
+        logits_x = jnp.where(eps_x > 0, jnp.log((1.0 - eps_x) * jax.nn.softmax(logits_x) + eps_x / self.env.num_actions), logits_x)
         logits = jnp.where(exploring, logits_e, logits_x)
         value = jnp.where(exploring, value_e, value_x)
         carry = {**carry, "h_explore": jnp.where(exploring, h_explore, carry["h_explore"]), "h_decoder": h_decoder, "last_obs": timestep.obs}
@@ -324,12 +330,19 @@ class Dream(InContextAlgorithm):
         """Whether the explorer may end its episode at this update (`explore_full_steps`)."""
         return update_step * self.steps_per_update >= self.config.explore_full_steps
 
-    def replay(self, params, batch, task_id, noise, use_id, epsilon, may_end=True):
+    def exploit_epsilon(self, update_step):
+        """The exploitation policy's epsilon at this update (`exploit_epsilon_steps`)."""
+        c = self.config
+        if c.exploit_epsilon_steps == 0:
+            return jnp.float32(0.0)
+        return 1.0 - jnp.minimum(update_step.astype(jnp.float32) * self.steps_per_update / c.exploit_epsilon_steps, 1.0)
+
+    def replay(self, params, batch, task_id, noise, use_id, epsilon, may_end=True, exploit_epsilon=0.0):
         """Logits, values and decoder embeddings of the recorded steps of one trial [T, ...] under
         `params`: the rollout's computation with the recorded actions."""
         agent = self.agent()
         carry = {**agent.init(None), "z_id": self.noisy_id_embedding(params, task_id, noise), "use_id": use_id, "epsilon": epsilon,
-                 "may_end": jnp.asarray(may_end)}
+                 "may_end": jnp.asarray(may_end), "exploit_epsilon": jnp.asarray(exploit_epsilon, jnp.float32)}
 
         def body(carry, timestep):
             carry, logits, value, g, exploring = agent.step(params, carry, timestep)
@@ -353,7 +366,9 @@ class Dream(InContextAlgorithm):
         carry = jax.vmap(agent.init)(jax.random.split(key_reset, B))
         epsilon = self.epsilon(ts.update_step)
         may_end = self.may_end(ts.update_step)
-        carry = {**carry, "z_id": z_id, "use_id": use_id, "epsilon": jnp.full((B,), epsilon), "may_end": jnp.full((B,), may_end)}
+        exploit_epsilon = self.exploit_epsilon(ts.update_step)
+        carry = {**carry, "z_id": z_id, "use_id": use_id, "epsilon": jnp.full((B,), epsilon), "may_end": jnp.full((B,), may_end),
+                 "exploit_epsilon": jnp.full((B,), exploit_epsilon)}
         step_one = jax.vmap(lambda cr, t: agent.step(params, cr, t))
 
         def policy(carry, timestep, key, t):
@@ -371,7 +386,7 @@ class Dream(InContextAlgorithm):
         valid = batch["valid"]
 
         # the information-gain reward, from the decoder as it is now: d_t before step t's transition, d_{t+1} after
-        replay = jax.vmap(lambda p, b, i, n, u: self.replay(p, b, i, n, u, epsilon, may_end), in_axes=(None, 0, 0, 0, 0))
+        replay = jax.vmap(lambda p, b, i, n, u: self.replay(p, b, i, n, u, epsilon, may_end, exploit_epsilon), in_axes=(None, 0, 0, 0, 0))
         _, _, g = replay(params, batch, tasks.task_id, noise, use_id)
         f = jax.lax.stop_gradient(net.apply(params, tasks.task_id, method=DreamNetworks.id_embedding))
         info_reward = jax.vmap(information_gain, in_axes=(0, 0, None))(g, f, c.info_penalty)
