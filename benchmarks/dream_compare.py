@@ -118,17 +118,23 @@ def plot(family, entries, refs, path):
     plt.close(fig)
 
 
+def steps_of(entry) -> int:
+    """The env steps per seed a row was asked for (a method may have rows at several budgets)."""
+    return int(entry.get("steps_requested", entry["run_folder"].rsplit("-", 1)[-1]))
+
+
 def verdict(entries):
-    by = {e["method"]: e for e in entries}
-    d = by.get("dream")
-    if d is None or len(by) < 2:
+    """DREAM's row at each budget against every other method's rows (the budget named where they differ)."""
+    dreams = [e for e in entries if e["method"] == "dream"]
+    others = [e for e in entries if e["method"] != "dream"]
+    if not dreams or not others:
         return None
     parts = []
-    for name, e in by.items():
-        if name == "dream":
-            continue
-        rel = "above" if d["ci95"][0] > e["ci95"][1] else "below" if d["ci95"][1] < e["ci95"][0] else "overlaps"
-        parts.append(f"DREAM {rel} {name}")
+    for d in dreams:
+        for e in others:
+            rel = "above" if d["ci95"][0] > e["ci95"][1] else "below" if d["ci95"][1] < e["ci95"][0] else "overlaps"
+            same = steps_of(d) == steps_of(e)
+            parts.append(f"DREAM{'' if same else f' ({steps_of(d):,} steps)'} {rel} {e['method']}{'' if same else f' ({steps_of(e):,})'}")
     return ", ".join(parts)
 
 
@@ -168,7 +174,7 @@ def markdown(data):
     lines += ["", "## Commands", ""]
     for e in entries:
         lines.append(f"- {e['family']} {e['method']}: `python -m benchmarks.dream_compare {e['family']} --methods {e['method']} "
-                     f"--seeds {e['seeds']} --steps {e.get('steps_requested', e['run_folder'].rsplit('-', 1)[-1])}` (run folder {e['run_folder']}, GIFs in its videos/)")
+                     f"--seeds {e['seeds']} --steps {steps_of(e)}` (run folder {e['run_folder']}, GIFs in its videos/)")
     lines += ["", "Learning curves (greedy, on the training ids): " + ", ".join(f"dream_{f}.png" for f in FAMILIES
                                                                           if any(e["family"] == f for e in entries)), ""]
     return "\n".join(lines)
@@ -204,9 +210,10 @@ def main(argv=None):
             entry = run_one(family, method, args.seeds, args.steps, args.points, args.tasks)
             if os.path.exists(path):  # re-read: another invocation may have written its rows meanwhile
                 data = {**common.read_json(path), "references": {**common.read_json(path)["references"], **data["references"]}}
-            data["entries"] = [e for e in data["entries"] if not (e["family"] == family and e["method"] == method)] + [entry]
+            data["entries"] = [e for e in data["entries"]
+                               if not (e["family"] == family and e["method"] == method and steps_of(e) == args.steps)] + [entry]
             data["meta"] = common.machine()
-            data["entries"].sort(key=lambda e: (FAMILIES.index(e["family"]), METHODS.index(e["method"])))
+            data["entries"].sort(key=lambda e: (FAMILIES.index(e["family"]), METHODS.index(e["method"]), steps_of(e)))
             plot(family, [e for e in data["entries"] if e["family"] == family], data["references"][family],
                  os.path.join(RESULTS, f"dream_{family}.png"))
             common.write_results("dream", data, markdown(data))
