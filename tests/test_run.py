@@ -546,3 +546,15 @@ def test_a_run_config_that_recorded_a_fixed_family_field_still_builds_and_resume
     assert folder.build_algorithm(old).env == algo.env
     assert folder.config_hash(old) == folder.config_hash(config)  # resuming compares these
     assert folder.config_hashes(old) != folder.config_hashes(config)  # and accepts the old checkpoints' hash
+
+
+def test_a_run_config_rebuilds_the_fields_that_follow_the_run_length():
+    from metarl import algos as algos_
+    from metarl.run import folder
+
+    algo = algos_.make("dream", metarl.make("city"), 2, trials_per_update=4, minibatches=2)  # lr_decay_updates None
+    trained = algo.for_run(25)
+    config = json.loads(json.dumps(folder.run_config(trained, seeds=1, seed=0, total_steps=25 * algo.steps_per_update)))
+    assert folder.build_algorithm(config) == trained  # the resolved schedule, 25 updates
+    del config["algorithm"]["config"]["lr_decay_updates"]  # a folder written before the schedule existed
+    assert folder.build_algorithm(config).config.lr_decay_updates == 0  # trained at a constant rate

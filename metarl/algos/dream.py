@@ -287,6 +287,9 @@ class Dream(InContextAlgorithm):
         super().__post_init__()
 
     def for_run(self, total_updates, saved_config=None):
+        if saved_config is not None and "lr_decay_updates" not in saved_config and self.config.lr_decay_updates is None:
+            # a run folder written before the schedule existed trained at a constant rate
+            return dataclasses.replace(self, config=dataclasses.replace(self.config, lr_decay_updates=0))
         return self.with_run_length("lr_decay_updates", total_updates, saved_config)
 
     @property

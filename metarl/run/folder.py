@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -170,7 +171,13 @@ def build_algorithm(config: dict[str, Any]):
         except ImportError:
             pass
     env = envs.make(fam["name"], **_tuples(_family_options(fam["name"], options)))
-    return algos.make(name, env, episodes, **_tuples(alg["config"]))
+    algo = algos.make(name, env, episodes, **_tuples(alg["config"]))
+    total_steps = config.get("total_steps")
+    if isinstance(total_steps, int) and total_steps > 0 and isinstance(alg["config"], dict):
+        # fields that follow the run's length, as the run resolved them (a folder written before such a
+        # field existed gets the algorithm's choice for it)
+        algo = algo.for_run(math.ceil(total_steps / algo.steps_per_update), alg["config"])
+    return algo
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
