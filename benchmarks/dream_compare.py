@@ -213,8 +213,9 @@ def main(argv=None):
         data["references"][family] = reference_returns(test_env, test_env.split_ids())
         for method in methods:
             entry = run_one(family, method, args.seeds, args.steps, args.points, args.tasks)
-            if os.path.exists(path):  # re-read: another invocation may have written its rows meanwhile
-                data = {**common.read_json(path), "references": {**common.read_json(path)["references"], **data["references"]}}
+            saved = common.read_json(path)  # re-read: another invocation may have written its rows meanwhile
+            if saved is not None:
+                data = {**saved, "references": {**saved["references"], **data["references"]}}
             data["entries"] = [e for e in data["entries"]
                                if not (e["family"] == family and e["method"] == method and steps_of(e) == args.steps)] + [entry]
             data["meta"] = common.machine()

@@ -40,6 +40,8 @@ def test_the_learning_rate_decays_over_the_run():
         algo.optimizer()
     assert algo.for_run(7).config.lr_decay_updates == 7
     assert algo.for_run(9, {"lr_decay_updates": 5}).config.lr_decay_updates == 5  # a resumed run keeps its schedule
+    assert algo.for_run(9, {"lr_decay_updates": 0}).config.lr_decay_updates == 0  # a constant rate too
+    assert algo.for_run(9, {}).config.lr_decay_updates == 0  # a run saved before the schedule existed ran at a constant rate
     # 0 after lr_decay_updates x epochs x minibatches gradient steps: an update then changes nothing
     opt = algos.make("dream", CITY, 2, **{**TINY, "lr_decay_updates": 1}).optimizer()
     params = {"w": jnp.ones(3)}

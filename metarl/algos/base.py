@@ -216,13 +216,18 @@ class Algorithm:
         of the run being resumed, so a resumed run keeps what it started with. Default: itself."""
         return self
 
-    def with_run_length(self, field: str, value: int, saved_config: dict[str, Any] | None = None) -> "Algorithm":
+    def with_run_length(self, field: str, value: int, saved_config: dict[str, Any] | None = None, *, low: int = 1,
+                        before: int | None = None) -> "Algorithm":
         """`for_run`'s usual body: config field `field` (None: "the run's own length") set to the
-        resumed run's saved value where there is one, else to `value`; a field already set stays."""
+        resumed run's saved value where there is one (an int >= `low`), else to `value`; a field
+        already set stays. `before`: what a saved config written before the field existed ran with
+        (None: `value`)."""
         if getattr(self.config, field) is not None:
             return self
         saved = (saved_config or {}).get(field)
-        chosen = saved if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 1 else value
+        if saved_config is not None and field not in saved_config and before is not None:
+            saved = before
+        chosen = saved if isinstance(saved, int) and not isinstance(saved, bool) and saved >= low else value
         return dataclasses.replace(self, config=dataclasses.replace(self.config, **{field: chosen}))
 
 

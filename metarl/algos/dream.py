@@ -67,6 +67,11 @@ def information_gain(g, f, penalty):
     return distance - distance_next - penalty
 
 
+def mix_uniform(logits: jax.Array, epsilon) -> jax.Array:
+    """The log-probabilities of acting by `logits` w.p. 1 - epsilon and uniformly at random otherwise."""
+    return jnp.log((1.0 - epsilon) * jax.nn.softmax(logits) + epsilon / logits.shape[-1])
+
+
 def reads_exploration(timestep: TimeStep) -> jax.Array:
     """Whether the transition that led to this step belongs to the exploration episode (the decoder
     reads it): every exploring step but the trial's first, and the first exploitation step."""
@@ -245,13 +250,12 @@ class DreamAgent(Agent):
         obs = self.encode(timestep.obs)
         x = jnp.concatenate([obs, prev, timestep.prev_reward[None]])
         h_explore, logits_e, value_e = net.apply(params, carry["h_explore"], x, method=DreamNetworks.explore)
-        eps = carry["epsilon"]  # the explorer's behaviour: a mixture with the uniform policy (training)
-        logits_e = jnp.log((1.0 - eps) * jax.nn.softmax(logits_e) + eps / self.env.num_actions)
+        logits_e = mix_uniform(logits_e, carry["epsilon"])  # the explorer's behaviour (training)
         logits_e = jnp.where(~carry["may_end"] & (jnp.arange(self.env.num_actions) == END_EPISODE), -1e9, logits_e)
         z = jnp.where(carry["use_id"], carry["z_id"], jax.lax.stop_gradient(g))
         logits_x, value_x = net.apply(params, obs, z, method=DreamNetworks.exploit)
         eps_x = carry["exploit_epsilon"]  # the same mixture for the exploitation policy (training; 0 by default)
-        logits_x = jnp.where(eps_x > 0, jnp.log((1.0 - eps_x) * jax.nn.softmax(logits_x) + eps_x / self.env.num_actions), logits_x)
+        logits_x = jnp.where(eps_x > 0, mix_uniform(logits_x, eps_x), logits_x)
         logits = jnp.where(exploring, logits_e, logits_x)
         value = jnp.where(exploring, value_e, value_x)
         carry = {**carry, "h_explore": jnp.where(exploring, h_explore, carry["h_explore"]), "h_decoder": h_decoder, "last_obs": timestep.obs}
@@ -287,10 +291,8 @@ class Dream(InContextAlgorithm):
         super().__post_init__()
 
     def for_run(self, total_updates, saved_config=None):
-        if saved_config is not None and "lr_decay_updates" not in saved_config and self.config.lr_decay_updates is None:
-            # a run folder written before the schedule existed trained at a constant rate
-            return dataclasses.replace(self, config=dataclasses.replace(self.config, lr_decay_updates=0))
-        return self.with_run_length("lr_decay_updates", total_updates, saved_config)
+        # 0 (constant) is a schedule a run may have saved, and the one a folder written before the field existed ran with
+        return self.with_run_length("lr_decay_updates", total_updates, saved_config, low=0, before=0)
 
     @property
     def steps_per_update(self) -> int:
@@ -318,12 +320,16 @@ class Dream(InContextAlgorithm):
         return {}
 
     # --- one trial's recomputation (the rollout's steps, teacher-forced) ------------------------
+    def decayed(self, update_step, steps: int, end: float):
+        """1 decaying linearly to `end` over `steps` env steps, at this update (`end` throughout if `steps` is 0)."""
+        if steps == 0:
+            return jnp.float32(end)
+        frac = jnp.minimum(update_step.astype(jnp.float32) * self.steps_per_update / steps, 1.0)
+        return 1.0 - frac * (1.0 - end)
+
     def epsilon(self, update_step):
-        c = self.config
-        if c.explore_epsilon_steps == 0:
-            return jnp.float32(c.explore_epsilon_end)
-        frac = jnp.minimum(update_step.astype(jnp.float32) * self.steps_per_update / c.explore_epsilon_steps, 1.0)
-        return 1.0 - frac * (1.0 - c.explore_epsilon_end)
+        """The explorer's epsilon at this update (`explore_epsilon_steps`, `explore_epsilon_end`)."""
+        return self.decayed(update_step, self.config.explore_epsilon_steps, self.config.explore_epsilon_end)
 
     def noisy_id_embedding(self, params, task_id, noise):
         """f(task id) + `noise` x the given standard normal draws: the z of the trials that read the id."""
@@ -334,11 +340,8 @@ class Dream(InContextAlgorithm):
         return update_step * self.steps_per_update >= self.config.explore_full_steps
 
     def exploit_epsilon(self, update_step):
-        """The exploitation policy's epsilon at this update (`exploit_epsilon_steps`)."""
-        c = self.config
-        if c.exploit_epsilon_steps == 0:
-            return jnp.float32(0.0)
-        return 1.0 - jnp.minimum(update_step.astype(jnp.float32) * self.steps_per_update / c.exploit_epsilon_steps, 1.0)
+        """The exploitation policy's epsilon at this update (`exploit_epsilon_steps`; 0 throughout when it is 0)."""
+        return self.decayed(update_step, self.config.exploit_epsilon_steps, 0.0)
 
     def replay(self, params, batch, task_id, noise, use_id, epsilon, may_end=True, exploit_epsilon=0.0):
         """Logits, values and decoder embeddings of the recorded steps of one trial [T, ...] under
