@@ -32,6 +32,8 @@ def test_dream_errors():
         algos.make("dream", CITY, 2, trials_per_update=6, minibatches=4)
     with pytest.raises(ConfigError, match="lr_decay_updates"):
         algos.make("dream", CITY, 2, lr_decay_updates=-1)
+    with pytest.raises(ConfigError, match="exploit_epsilon_steps"):
+        algos.make("dream", CITY, 2, exploit_epsilon_steps=-5)
 
 
 def test_the_learning_rate_decays_over_the_run():
