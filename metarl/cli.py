@@ -326,7 +326,17 @@ class PresetOption:
 class TrialOptions(PresetOption):
     """The trial and the algorithm's starting config."""
 
-    episodes: int = 10  #: n, episodes per trial (pulls, for bandits)
+    #: n, episodes per trial (pulls, for bandits); None: 2 on a two-phase family (city, distraction,
+    #: map, cooking: an exploration episode, then an exploitation episode, as DREAM's trial), else 10
+    episodes: int | None = None
+
+
+def trial_episodes(env, episodes: int | None) -> int:
+    """The trial length --episodes gives on `env`: itself, or by default 2 on a two-phase family
+    (an exploration and an exploitation episode) and 10 elsewhere."""
+    if episodes is not None:
+        return episodes
+    return 2 if getattr(env, "two_phase", False) else 10
 
 
 def _starting_point(algo_name: str, family: str, rest: Sequence[str]):
@@ -340,7 +350,7 @@ def _starting_point(algo_name: str, family: str, rest: Sequence[str]):
         [("family", envs.family_class(family), None), ("choice", choice_cls, None)], rest, prog=f"metarl train {algo_name} {family}", description="",
         known_only=True,
     )
-    episodes = getattr(first["choice"], "episodes", None)
+    episodes = trial_episodes(first["family"], first["choice"].episodes) if cls.in_context else None
     preset = first["choice"].preset
     presets = ", ".join(cls.presets) or "(none)"
     if preset is not None:
@@ -408,7 +418,7 @@ def train_command(args: list[str]) -> int:
         description=description,
     )
     env, config = parsed["family"], parsed["algorithm"]
-    algo = cls(env=env, episodes=parsed["trial"].episodes, config=config) if cls.in_context else cls(env=env, config=config)
+    algo = cls(env=env, episodes=trial_episodes(env, parsed["trial"].episodes), config=config) if cls.in_context else cls(env=env, config=config)
     settings = dataclasses.replace(parsed["run"], command=("metarl", "train", *args))
     try:
         result = train(algo, settings)

@@ -193,6 +193,23 @@ def test_train_defaults_to_the_algorithms_preset_for_the_setting(capsys, monkeyp
     assert code == 0 and "preset 'pendulum'" in out and "--episodes INT" not in out  # episodes belong to in-context algorithms
 
 
+def test_trial_length_defaults_to_the_familys_trial(capsys, monkeypatch):
+    # DREAM's users run `dream -b environment="distraction"`: one exploration and one exploitation
+    # episode, so a two-phase family's trial defaults to 2 episodes; elsewhere to 10
+    seen = {}
+
+    def fake_train(algo, settings):
+        seen["algo"] = algo
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("metarl.run.train", fake_train)
+    base = ["--steps", "1000", "--out", "runs/x"]
+    assert cli.main(["train", "dream", "distraction"] + base) == 130 and seen["algo"].episodes == 2
+    assert cli.main(["train", "e-rl2", "city", "--episodes", "3"] + base) == 130 and seen["algo"].episodes == 3
+    assert cli.main(["train", "rl2", "bandit"] + base) == 130 and seen["algo"].episodes == 10
+    capsys.readouterr()
+
+
 @pytest.mark.slow  # two First-Explore compilations, 30-45 s
 def test_first_explore_schedule_spans_the_runs_steps(capsys, tmp_path):
     # 4 tasks x 2 episodes x 2 (explore + exploit) x 1 step = 16 env steps per update; 40 steps -> 3 updates
