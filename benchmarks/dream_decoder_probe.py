@@ -65,7 +65,7 @@ def probe(algo, params, ids, script):
 
     def record(s):
         return {"g": s.out["g"], "episode": s.timestep.episode_index, "reward": s.reward, "valid": s.info["valid"],
-                "action": s.action, "pos": s.timestep.obs[..., :2], "next_pos": s.next_timestep.obs[..., :2]}
+                "action": s.action, "pos": s.timestep.obs[..., :2], "next_pos": s.next_timestep.outcome_obs[..., :2]}  # where the action led, also at an episode's end
 
     _, b = jax.jit(lambda c, t, s: rollout(trial, policy, c, t, s, jax.random.split(key, algo.trial_steps), batch=True, record=record))(
         carry, timestep, state)
