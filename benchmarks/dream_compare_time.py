@@ -28,18 +28,16 @@ import metarl
 from metarl import algos
 
 
-def projected_seconds(metrics_path: str, budget: int) -> tuple[float, float, int]:
-    """(the training seconds measured, the seconds projected to `budget` env steps per seed, the
-    env steps run) from a run's metrics.jsonl: the first chunk as measured (it compiles), the rest
-    at the later chunks' rate."""
+def projected_seconds(metrics_path: str, budget: int) -> float:
+    """The training seconds projected to `budget` env steps per seed from a run's metrics.jsonl: the
+    first chunk as measured (it compiles), the rest at the later chunks' rate."""
     rows = [json.loads(line) for line in open(metrics_path)]
     if len(rows) < 2:
         raise SystemExit(f"{metrics_path}: one chunk only; give more --steps so the rate after compilation can be measured")
     first = rows[0]
     later_seconds = sum(r["chunk_seconds"] for r in rows[1:])
     rate = (rows[-1]["env_steps"] - first["env_steps"]) / later_seconds  # env steps per seed per second
-    measured = first["chunk_seconds"] + later_seconds
-    return measured, first["chunk_seconds"] + max(budget - first["env_steps"], 0) / rate, rows[-1]["env_steps"]
+    return first["chunk_seconds"] + max(budget - first["env_steps"], 0) / rate
 
 
 def main(argv=None):
@@ -66,7 +64,8 @@ def main(argv=None):
             out = os.path.join("runs", "dream_compare_time", family, method)
             shutil.rmtree(out, ignore_errors=True)
             run = common.train_or_resume(algo, out, args.steps, args.seeds)
-            measured, projected, steps = projected_seconds(os.path.join(out, "metrics.jsonl"), args.budget)
+            projected = projected_seconds(os.path.join(out, "metrics.jsonl"), args.budget)
+            measured, steps = run.train_seconds, run.result.env_steps
             entries.append({"family": family, "method": method, "env_steps_per_seed": steps, "train_seconds": measured,
                             "wall_seconds": run.wall_seconds, "projected_train_seconds": projected})
             rows.append([family, method, f"{steps:,}", f"{measured:.0f}", f"{projected:.0f}"])

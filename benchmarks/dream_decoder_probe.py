@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from benchmarks.dream_exploit_ceiling import greedy_trials
 
 from metarl.algos.dream import DreamNetworks
-from metarl.envs.dream_grid import BUS_SOURCES, DOWN, END_EPISODE, LEFT, RIDE_BUS, RIGHT, UP, USELESS_SOURCES
-from metarl.rollout import rollout
+from metarl.envs.dream_grid import BUS_SOURCES, DOWN, LEFT, RIDE_BUS, RIGHT, UP, USELESS_SOURCES
 from metarl.run import folder
 from metarl.run.evaluation import load_run, seed_slice
 
@@ -44,34 +44,6 @@ SCRIPTS = {"end at once": []} | {f"{k} bus{'es' if k > 1 else ''}": sum(_THERE_A
 OWN = "own explorer (greedy)"
 
 
-def probe(algo, params, ids, script):
-    """Per-step records [T, len(ids)] of one greedy trial per id whose exploration follows `script`
-    (then end_episode) or, for None, the agent's own explorer; and f(ids)."""
-    agent, trial, env = algo.agent(greedy=True), algo.trial, algo.env
-    n = len(ids)
-    actions = jnp.asarray((script or []) + [END_EPISODE] * (algo.trial_steps - len(script or [])), jnp.int32)
-    f = agent.network.apply(params, jnp.asarray(ids), method=DreamNetworks.id_embedding)
-    key = jax.random.PRNGKey(0)
-    timestep, state = jax.vmap(trial.reset)(jax.random.split(key, n), env.tasks(ids))
-    carry = jax.vmap(agent.init)(jax.random.split(key, n))
-    carry = {**carry, "z_id": f, "use_id": jnp.zeros((n,), bool)}
-    step = jax.vmap(lambda c, t: agent.step(params, c, t))
-
-    def policy(carry, timestep, key, t):
-        carry, logits, _, g, exploring = step(carry, timestep)
-        own = jnp.argmax(logits, -1)
-        action = own if script is None else jnp.where(exploring, actions[jnp.minimum(t, len(actions) - 1)], own)
-        return action.astype(jnp.int32), carry, {"g": g}
-
-    def record(s):
-        return {"g": s.out["g"], "episode": s.timestep.episode_index, "reward": s.reward, "valid": s.info["valid"],
-                "action": s.action, "pos": s.timestep.obs[..., :2], "next_pos": s.next_timestep.outcome_obs[..., :2]}  # where the action led, also at an episode's end
-
-    _, b = jax.jit(lambda c, t, s: rollout(trial, policy, c, t, s, jax.random.split(key, algo.trial_steps), batch=True, record=record))(
-        carry, timestep, state)
-    return jax.tree.map(np.asarray, b), np.asarray(f)
-
-
 def ideal_error(env, ids, f, b):
     """[ids] ||mean of f over the ids in `ids` that agree with every ride seen while exploring - f(id)||^2."""
     teleports = env.teleports()  # [num_ids, 9, 9, 2]
@@ -80,8 +52,8 @@ def ideal_error(env, ids, f, b):
     for j in range(len(ids)):
         agree = np.ones(len(ids), bool)
         for t in np.flatnonzero(exploring[:, j]):
-            x, y = b["pos"][t, j].astype(int)
-            agree &= np.all(teleports[ids, x, y] == b["next_pos"][t, j].astype(int), axis=-1)
+            x, y = b["obs"][t, j, :2].astype(int)
+            agree &= np.all(teleports[ids, x, y] == b["next_obs"][t, j, :2].astype(int), axis=-1)
         out[j] = np.sum(np.square(f[agree].mean(0) - f[j]))
     return out
 
@@ -91,7 +63,7 @@ def rides(b, j, sources) -> int:
     cells = [tuple(c) for c in np.asarray(sources).tolist()]
     seen = set()
     for t in np.flatnonzero((b["episode"][:, j] == 0) & b["valid"][:, j] & (b["action"][:, j] == RIDE_BUS)):
-        for cell in (tuple(b["pos"][t, j].astype(int).tolist()), tuple(b["next_pos"][t, j].astype(int).tolist())):
+        for cell in (tuple(b["obs"][t, j, :2].astype(int).tolist()), tuple(b["next_obs"][t, j, :2].astype(int).tolist())):
             if cell in cells:  # from the source, or from its destination back to it
                 seen.add(cells.index(cell))
     return len(seen)
@@ -114,8 +86,9 @@ def main(argv=None):
     for i in range(seeds):
         params = seed_slice(state, i).params
         entry = {"seed": i}
+        f = np.asarray(algo.agent().network.apply(params, jnp.asarray(ids), method=DreamNetworks.id_embedding))
         for name, script in list(SCRIPTS.items()) + [(OWN, None)]:
-            b, f = probe(algo, params, ids, script)
+            b, _ = greedy_trials(algo, params, len(ids), False, jax.random.PRNGKey(0), ids=ids, explore=script)
             first = np.argmax(b["episode"] >= 1, axis=0)
             g_read = b["g"][first, np.arange(len(ids))]
             error = np.sum(np.square(g_read - f), -1)
