@@ -34,6 +34,10 @@ def test_dream_errors():
         algos.make("dream", CITY, 2, lr_decay_updates=-1)
     with pytest.raises(ConfigError, match="exploit_epsilon_steps"):
         algos.make("dream", CITY, 2, exploit_epsilon_steps=-5)
+    with pytest.raises(ConfigError, match="decoder must be one of gru, posterior"):
+        algos.make("dream", CITY, 2, decoder="lstm")
+    with pytest.raises(ConfigError, match="decoder_replay"):
+        algos.make("dream", CITY, 2, decoder_replay=-1)
 
 
 def test_the_learning_rate_decays_over_the_run():
@@ -113,6 +117,76 @@ def test_exploitation_epsilon_mixes_the_policy_with_uniform_and_decays():
     np.testing.assert_allclose(probs[0.5], 0.5 * probs[0.0] + 0.5 / 9, atol=1e-6)
     np.testing.assert_allclose([float(algo.exploit_epsilon(jnp.int32(u))) for u in (0, 2, 4, 8)], [1.0, 0.5, 0.0, 0.0])
     assert float(algos.make("dream", CITY, 2, **TINY).exploit_epsilon(jnp.int32(0))) == 0.0  # off by default
+
+
+def test_posterior_decoder_is_the_mean_of_f_under_the_summed_evidence():
+    dist = metarl.make("distraction", split="test")  # evaluated on test ids, it still reads over the 53 training ids
+    algo = algos.make("dream", dist, 2, **{**TINY, "decoder": "posterior", "decoder_replay": 8})
+    agent = algo.agent()
+    assert agent.decoder_size == 53 and agent.train_ids == tuple(range(0, 576, 11))
+    state = algo.init(jax.random.PRNGKey(0))
+    new, metrics = jax.jit(algo.update)(state)
+    assert np.isfinite(float(metrics["decoder_loss"]))
+    moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params["params"], new.params["params"])
+    assert all(jax.tree.leaves(moved["evidence_2"])) and all(jax.tree.leaves(moved["f"]))
+    net, params = agent.network, new.params
+    f = np.asarray(params["params"]["f"]["embedding"])[list(agent.train_ids)]
+    decode = lambda h: net.apply(params, h, method=type(net).decode)  # noqa: E731
+    np.testing.assert_allclose(decode(jnp.zeros(53)), f.mean(0), atol=1e-5)  # no evidence: the prior's mean
+    h = jnp.zeros(53).at[3].set(50.0)
+    np.testing.assert_allclose(decode(h), f[3], atol=1e-4)  # all the evidence on one id: its f
+    # each transition adds its own evidence: two read in either order give the same g
+    a, b = jax.random.normal(jax.random.PRNGKey(1), (2, algo.init_params(jax.random.PRNGKey(2))["params"]["evidence_0"]["kernel"].shape[0]))
+    step = lambda h, t: net.apply(params, h, t, method=type(net).decode_step)  # noqa: E731
+    np.testing.assert_allclose(step(step(jnp.zeros(53), a), b), step(step(jnp.zeros(53), b), a), atol=1e-5)
+    assert float(jnp.abs(step(jnp.zeros(53), a)).max()) > 0
+
+
+def test_reservoir_keeps_a_uniform_sample_of_every_trial_offered():
+    algo = algos.make("dream", CITY, 2, **{**TINY, "decoder_replay": 4})
+    buffer = {"task_id": jnp.full((4,), -1, jnp.int32)}
+    # the first N trials fill the slots in order
+    buffer, seen = algo.reservoir_add(buffer, jnp.int32(0), {"task_id": jnp.arange(3, dtype=jnp.int32)}, jax.random.PRNGKey(0))
+    assert int(seen) == 3 and np.asarray(buffer["task_id"]).tolist() == [0, 1, 2, -1]
+    # after that trial n is kept w.p. N / (n + 1): offer 2,000 more, 5 at a time, over many draws
+    add = jax.jit(algo.reservoir_add)
+
+    def fill(key):
+        b, s = {"task_id": jnp.arange(4, dtype=jnp.int32)}, jnp.int32(4)
+        for i, k in enumerate(jax.random.split(key, 20)):
+            b, s = add(b, s, {"task_id": 4 + 5 * i + jnp.arange(5, dtype=jnp.int32)}, k)
+        return b["task_id"]
+
+    kept = np.concatenate([np.asarray(fill(k)) for k in jax.random.split(jax.random.PRNGKey(1), 300)])
+    assert len(set(kept.reshape(300, 4)[0])) == 4  # distinct slots
+    # a uniform sample of the 104 trials offered: the first half holds about half of what is kept
+    assert abs(np.mean(kept < 52) - 0.5) < 0.05, np.mean(kept < 52)
+
+
+def test_the_reservoir_decoder_reads_what_the_rollout_decoder_read():
+    algo = algos.make("dream", CITY, 2, **{**TINY, "decoder_replay": 8, "explore_full_steps": 0})
+    state = algo.init(jax.random.PRNGKey(0))
+    new, metrics = jax.jit(algo.update)(state)
+    assert int(new.decoder_seen) == 4 and np.isfinite(float(metrics["decoder_loss"]))
+    buffer = new.decoder_buffer
+    assert np.asarray(buffer["reads"][:4]).any() and not np.asarray(buffer["reads"][4:]).any()
+    # a trial played step by step: the reservoir's view of it decodes to the g the agent computed while it ran
+    agent, params = algo.agent(greedy=False), new.params
+    timestep, trial_state = algo.trial.reset(jax.random.PRNGKey(3), metarl.envs.dream_grid.GridTask(jnp.int32(5)))
+    carry = {**agent.init(None), "epsilon": jnp.float32(1.0)}
+    steps, gs, valid = [], [], []
+    for t, key in enumerate(jax.random.split(jax.random.PRNGKey(4), 2 * CITY.max_steps)):
+        steps.append(timestep)
+        carry, logits, _, g, _ = agent.step(params, carry, timestep)
+        gs.append(g)
+        action = jax.random.categorical(key, logits).astype(jnp.int32)
+        timestep, trial_state, _, info = algo.trial.step(jax.random.fold_in(key, 1), trial_state, action)
+        valid.append(info["valid"])
+    batch = {"timestep": jax.tree.map(lambda *x: jnp.stack(x)[None], *steps)}
+    slot = jax.tree.map(lambda x: x[0], algo.decoder_slots(batch, jnp.stack(valid)[None]))
+    S = CITY.max_steps + 1
+    assert slot["reads"].shape == (S,) and bool(slot["reads"].any())
+    np.testing.assert_allclose(algo.decode_slot(params, slot), jnp.stack(gs)[:S], atol=1e-5)
 
 
 def test_dream_beats_the_no_information_return_on_city(tmp_path):

@@ -39,12 +39,13 @@ decoder's z, which it computes from what it observed while exploring.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from metarl.agents import Agent
 from metarl.algos.base import InContextAlgorithm, TrainState, adamw, agent_from_config, minibatch_epochs, register, sampled_actions
@@ -76,6 +77,9 @@ def reads_exploration(timestep: TimeStep) -> jax.Array:
     """Whether the transition that led to this step belongs to the exploration episode (the decoder
     reads it): every exploring step but the trial's first, and the first exploitation step."""
     return ~timestep.first & ((timestep.episode_index == 0) | ((timestep.episode_index == 1) & timestep.done))
+
+
+DECODERS = ("gru", "posterior")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +126,15 @@ class DreamConfig:
     #: explorer otherwise learns end_episode (which saves the step cost) before the decoder has data
     explore_full_steps: int = 1_000_000
     one_hot_obs: bool = True  #: one-hot each grid observation entry (as the reference's embedding tables)
+    #: the decoder also learns, every update, from `trials_per_update` exploration episodes drawn from
+    #: a reservoir of this many (a uniform sample of every exploration episode of the run; 0: none):
+    #: an on-policy decoder forgets the rides its explorer has stopped taking, so riding them again
+    #: pays no information gain (the reference trains its decoder from a replay buffer of 16,000)
+    decoder_replay: int = 0
+    #: the decoder g: "gru" (the paper's: the transitions through a GRU, then 128 -> embed_dim) or
+    #: "posterior" (each transition adds its learned evidence, logits over the training ids, and
+    #: g = the posterior's mean of f over them: a ride read alone is read in any combination)
+    decoder: str = "gru"
 
     def __post_init__(self):
         o = "dream"
@@ -137,6 +150,9 @@ class DreamConfig:
         check_int(o, "explore_epsilon_steps", self.explore_epsilon_steps, low=0)
         check_int(o, "explore_full_steps", self.explore_full_steps, low=0)
         check_int(o, "exploit_epsilon_steps", self.exploit_epsilon_steps, low=0)
+        check_int(o, "decoder_replay", self.decoder_replay, low=0, high=10_000_000)
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"dream: decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}", "decoder")
         for name in ("gamma", "gae_lambda", "id_fraction", "explore_epsilon_end"):
             check_float(o, name, getattr(self, name), low=0.0, high=1.0)
         check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
@@ -157,6 +173,8 @@ class DreamNetworks(nn.Module):
     explorer_hidden: int
     decoder_hidden: int
     exploit_hidden: tuple[int, ...]
+    decoder_kind: str = "gru"
+    train_ids: tuple[int, ...] = ()  #: the ids the "posterior" decoder's evidence ranges over
 
     def setup(self):
         # N(0, 1) entries as the reference (torch.nn.Embedding): ||f||^2 starts near embed_dim, the
@@ -166,10 +184,13 @@ class DreamNetworks(nn.Module):
         self.explorer_cell = nn.GRUCell(self.explorer_hidden, recurrent_kernel_init=orthogonal())
         self.explorer_pi = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01))
         self.explorer_v = nn.Dense(1)
-        self.decoder_in = nn.Dense(64)
-        self.decoder_cell = nn.GRUCell(self.decoder_hidden, recurrent_kernel_init=orthogonal())
-        self.decoder_mid = nn.Dense(128)
-        self.decoder_out = nn.Dense(self.embed_dim)
+        if self.decoder_kind == "gru":
+            self.decoder_in = nn.Dense(64)
+            self.decoder_cell = nn.GRUCell(self.decoder_hidden, recurrent_kernel_init=orthogonal())
+            self.decoder_mid = nn.Dense(128)
+            self.decoder_out = nn.Dense(self.embed_dim)
+        else:  # the evidence starts at 0: g starts at the prior's mean of f
+            self.evidence = [nn.Dense(64), nn.Dense(128), nn.Dense(len(self.train_ids), kernel_init=nn.initializers.zeros)]
         self.exploit_layers = [nn.Dense(w) for w in self.exploit_hidden]
         self.exploit_pi = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01))
         self.exploit_v = nn.Dense(1)
@@ -182,11 +203,19 @@ class DreamNetworks(nn.Module):
         return h, self.explorer_pi(y), self.explorer_v(y)[..., 0]
 
     def decode_step(self, h, transition):
-        h, _ = self.decoder_cell(h, nn.relu(self.decoder_in(transition)))
-        return h
+        if self.decoder_kind == "gru":
+            h, _ = self.decoder_cell(h, nn.relu(self.decoder_in(transition)))
+            return h
+        x = transition
+        for layer in self.evidence[:-1]:
+            x = nn.relu(layer(x))
+        return h + self.evidence[-1](x)  # h: the summed evidence (logits over the training ids)
 
     def decode(self, h):
-        return self.decoder_out(nn.relu(self.decoder_mid(h)))
+        if self.decoder_kind == "gru":
+            return self.decoder_out(nn.relu(self.decoder_mid(h)))
+        f = jax.lax.stop_gradient(self.f(jnp.asarray(self.train_ids, jnp.int32)))  # the decoder's loss must not move f
+        return jax.nn.softmax(h, axis=-1) @ f
 
     def exploit(self, obs, z):
         x = jnp.concatenate([obs, z], axis=-1)
@@ -196,7 +225,7 @@ class DreamNetworks(nn.Module):
 
     def __call__(self, obs, transition, x):  # touches every part (init)
         he = jnp.zeros(x.shape[:-1] + (self.explorer_hidden,))
-        hd = jnp.zeros(x.shape[:-1] + (self.decoder_hidden,))
+        hd = jnp.zeros(x.shape[:-1] + ((self.decoder_hidden,) if self.decoder_kind == "gru" else (len(self.train_ids),)))
         z = self.id_embedding(jnp.zeros(x.shape[:-1], jnp.int32))
         self.explore(he, x)
         z = z + self.decode(self.decode_step(hd, transition))
@@ -216,6 +245,7 @@ class DreamAgent(Agent):
     decoder_hidden: int = 128
     exploit_hidden: tuple[int, ...] = (128, 128)
     one_hot_obs: bool = True
+    decoder: str = "gru"
     greedy: bool = True
 
     def encode(self, obs):
@@ -225,10 +255,20 @@ class DreamAgent(Agent):
     @property
     def network(self) -> DreamNetworks:
         return DreamNetworks(self.env.num_actions, self.env.num_ids, self.embed_dim, self.explorer_hidden, self.decoder_hidden,
-                             tuple(self.exploit_hidden))
+                             tuple(self.exploit_hidden), self.decoder, self.train_ids)
+
+    @property
+    def train_ids(self) -> tuple[int, ...]:
+        """The family's training ids (whatever split it evaluates on), over which the "posterior" decoder reads."""
+        return tuple(int(i) for i in self.env.train_ids()) if self.decoder == "posterior" else ()
+
+    @property
+    def decoder_size(self) -> int:
+        """The decoder's state: GRU units, or one logit per training id."""
+        return self.decoder_hidden if self.decoder == "gru" else len(self.train_ids)
 
     def init(self, key):
-        return {"h_explore": jnp.zeros((self.explorer_hidden,)), "h_decoder": jnp.zeros((self.decoder_hidden,)),
+        return {"h_explore": jnp.zeros((self.explorer_hidden,)), "h_decoder": jnp.zeros((self.decoder_size,)),
                 "last_obs": jnp.zeros(self.env.obs_shape), "z_id": jnp.zeros((self.embed_dim,)), "use_id": jnp.bool_(False),
                 "epsilon": jnp.float32(0.0), "exploit_epsilon": jnp.float32(0.0), "may_end": jnp.bool_(True)}
 
@@ -267,6 +307,16 @@ class DreamAgent(Agent):
         return action.astype(jnp.int32), carry
 
 
+@struct.dataclass
+class DreamTrainState(TrainState):
+    """The common fields and (with `decoder_replay`) the reservoir of exploration episodes."""
+
+    #: {"last_obs", "outcome_obs": [N, S, *obs], "prev_action": [N, S], "reads": [N, S] bool,
+    #: "task_id": [N]}: the first S = max_steps + 1 steps of N trials, what the decoder reads
+    decoder_buffer: Any = None
+    decoder_seen: jax.Array = None  #: int32, exploration episodes offered to the reservoir so far
+
+
 @register
 @dataclasses.dataclass(frozen=True)
 class Dream(InContextAlgorithm):
@@ -274,6 +324,7 @@ class Dream(InContextAlgorithm):
 
     name = "dream"
     Config = DreamConfig
+    State = DreamTrainState
     presets: ClassVar[dict[str, DreamConfig]] = PRESETS
     update_keys = 2  #: the rollout; the trials' id noise and choice
 
@@ -317,7 +368,13 @@ class Dream(InContextAlgorithm):
         return agent.network.init(key_params, obs, transition, x)
 
     def init_extra(self, params, key_params):
-        return {}
+        N = self.config.decoder_replay
+        if not N:
+            return {}
+        S, obs = self.env.max_steps + 1, self.env.obs_shape
+        buffer = {"last_obs": jnp.zeros((N, S) + obs), "outcome_obs": jnp.zeros((N, S) + obs),
+                  "prev_action": jnp.zeros((N, S), jnp.int32), "reads": jnp.zeros((N, S), bool), "task_id": jnp.zeros((N,), jnp.int32)}
+        return {"decoder_buffer": buffer, "decoder_seen": jnp.int32(0)}
 
     # --- one trial's recomputation (the rollout's steps, teacher-forced) ------------------------
     def decayed(self, update_step, steps: int, end: float):
@@ -357,11 +414,51 @@ class Dream(InContextAlgorithm):
         _, (logits, value, g) = jax.lax.scan(body, carry, batch["timestep"])
         return logits, value, g
 
+    # --- the decoder's reservoir (`decoder_replay`) ----------------------------------------------
+    def decoder_slots(self, batch, valid):
+        """The decoder's view of B recorded trials [B, T, ...]: their first max_steps + 1 steps (the
+        whole exploration episode and the first exploitation step), as the reservoir stores them."""
+        S = self.env.max_steps + 1
+        ts_b = batch["timestep"]
+        last_obs = jnp.concatenate([jnp.zeros_like(ts_b.obs[:, :1]), ts_b.obs[:, :-1]], axis=1)  # the agent's carry["last_obs"]
+        reads = valid & reads_exploration(ts_b)
+        return {"last_obs": last_obs[:, :S], "outcome_obs": ts_b.outcome_obs[:, :S], "prev_action": ts_b.prev_action[:, :S],
+                "reads": reads[:, :S]}
+
+    def decode_slot(self, params, slot):
+        """The decoder's embeddings [S, embed_dim] over one stored trial's steps (g(tau_:t) after each read)."""
+        agent = self.agent()
+        net = agent.network
+
+        def body(h, x):
+            last_obs, prev_action, outcome_obs, reads = x
+            transition = jnp.concatenate([agent.encode(last_obs), jax.nn.one_hot(prev_action, self.env.num_actions), agent.encode(outcome_obs)])
+            h = jnp.where(reads, net.apply(params, h, transition, method=DreamNetworks.decode_step), h)
+            return h, net.apply(params, h, method=DreamNetworks.decode)
+
+        h0 = jnp.zeros((agent.decoder_size,))
+        _, g = jax.lax.scan(body, h0, (slot["last_obs"], slot["prev_action"], slot["outcome_obs"], slot["reads"]))
+        return g
+
+    def reservoir_add(self, buffer, seen, new, key):
+        """`new` ({field: [B, ...]}) offered to the reservoir `buffer` after `seen` earlier trials
+        (Vitter's algorithm R: trial n is kept w.p. N / (n + 1), in a uniformly drawn slot, so the
+        buffer is a uniform sample of every trial offered): (buffer, seen + B)."""
+        N = jax.tree.leaves(buffer)[0].shape[0]
+        B = jax.tree.leaves(new)[0].shape[0]
+        n = seen + jnp.arange(B, dtype=jnp.int32)
+        drawn = jnp.floor(jax.random.uniform(key, (B,)) * (n + 1).astype(jnp.float32)).astype(jnp.int32)
+        slot = jnp.where(n < N, n, drawn)  # slot >= N: not kept (dropped by the scatter)
+        buffer = jax.tree.map(lambda b, x: b.at[slot].set(x.astype(b.dtype), mode="drop"), buffer, new)
+        return buffer, seen + B
+
     def _update(self, ts: TrainState, key_rollout, key_ids):
         c, agent, trial = self.config, self.agent(greedy=False), self.trial
         B, T = c.trials_per_update, self.trial_steps
         key_tasks, key_reset, key_steps = jax.random.split(key_rollout, 3)
         tasks = self.env.sample_tasks(key_tasks, B)
+        if c.decoder_replay:  # (split only then: runs without the reservoir keep their draws)
+            key_ids, key_reservoir, key_sample = jax.random.split(key_ids, 3)
         key_noise, key_use, key_shuffle = jax.random.split(key_ids, 3)
         noise = jax.random.normal(key_noise, (B, c.embed_dim))
         use_id = jax.random.uniform(key_use, (B,)) < c.id_fraction
@@ -410,6 +507,13 @@ class Dream(InContextAlgorithm):
         data = {"batch": batch, "task_id": tasks.task_id, "noise": noise, "use_id": use_id, "adv": adv, "target": target,
                 "explore": explore_mask.astype(jnp.float32), "exploit": exploit_mask.astype(jnp.float32),
                 "decoder": decoder_mask.astype(jnp.float32)}
+        extra = {}
+        if c.decoder_replay:
+            slots = {**self.decoder_slots(batch, valid), "task_id": tasks.task_id}
+            buffer, seen = self.reservoir_add(ts.decoder_buffer, ts.decoder_seen, slots, key_reservoir)
+            pick = jax.random.randint(key_sample, (B,), 0, jnp.minimum(seen, c.decoder_replay))
+            data["replayed"] = jax.tree.map(lambda x: x[pick], buffer)
+            extra = {"decoder_buffer": buffer, "decoder_seen": seen}
 
         def loss_fn(p, d):
             logits, value, g = replay(p, d["batch"], d["task_id"], d["noise"], d["use_id"])
@@ -421,6 +525,11 @@ class Dream(InContextAlgorithm):
                 losses[phase] = pg + c.vf_coef * clipped_value_loss(value, d["target"], mask_t=m) - c.ent_coef * entropy_from_logits(logits, m)
             f_now = net.apply(p, d["task_id"], method=DreamNetworks.id_embedding)
             decoder = masked_mean(jnp.sum(jnp.square(g - jax.lax.stop_gradient(f_now)[:, None]), -1), d["decoder"])
+            if c.decoder_replay:  # the same loss on the reservoir's exploration episodes
+                r = d["replayed"]
+                g_r = jax.vmap(self.decode_slot, in_axes=(None, 0))(p, r)
+                f_r = jax.lax.stop_gradient(net.apply(p, r["task_id"], method=DreamNetworks.id_embedding))
+                decoder = decoder + masked_mean(jnp.sum(jnp.square(g_r - f_r[:, None]), -1), r["reads"].astype(jnp.float32))
             bottleneck = jnp.mean(jnp.maximum(jnp.sum(jnp.square(f_now), -1), c.bottleneck))
             total = losses["explore"] + losses["exploit"] + c.decoder_coef * decoder + c.bottleneck_coef * bottleneck
             return total, {"explore_loss": losses["explore"], "exploit_loss": losses["exploit"], "decoder_loss": decoder,
@@ -438,4 +547,4 @@ class Dream(InContextAlgorithm):
                    "decoder_final": masked_mean(final_error, read_all),
                    "explore_steps": jnp.mean(jnp.sum(explore_mask, 1).astype(jnp.float32)),
                    "info_reward": masked_mean(info_reward, explore_mask.astype(jnp.float32)), "explore_epsilon": epsilon}
-        return ts.replace(params=params, opt_state=opt_state), metrics
+        return ts.replace(params=params, opt_state=opt_state, **extra), metrics
