@@ -60,23 +60,34 @@ def test_the_learning_rate_decays_over_the_run():
 
 
 def test_one_update_trains_every_part_and_the_agent_never_reads_the_task_id():
-    algo = algos.make("dream", CITY, 2, **TINY)
+    algo = algos.make("dream", CITY, 2, preset="default", **TINY)  # the posterior decoder and its reservoir
+    assert algo.config.decoder == "posterior" and algo.config.decoder_replay == 16384
     state = algo.init(jax.random.PRNGKey(0))
     new, metrics = jax.jit(algo.update)(state)
     assert all(np.isfinite(float(v)) for v in metrics.values())
     moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params["params"], new.params["params"])
-    for part in ("f", "explorer_cell", "explorer_pi", "decoder_cell", "decoder_out", "exploit_pi"):
+    for part in ("f", "explorer_cell", "explorer_pi", "evidence_0", "evidence_2", "exploit_pi"):
         assert all(jax.tree.leaves(moved[part])), part
-    # at test time z is decoded from the exploration episode: scrambling the id table changes nothing
+    # at test time z is decoded from the exploration episode: the decoder's posterior ranges over the
+    # id table's rows, so permuting the rows together with the decoder's evidence columns leaves every
+    # z the same; a policy that read f(task id) would see the rows move
     params = new.params
-    scrambled = jax.tree.map(lambda x: x, params)
-    table = params["params"]["f"]["embedding"]
-    scrambled["params"]["f"]["embedding"] = jax.random.normal(jax.random.PRNGKey(5), table.shape) * 10
+    perm = np.asarray(jax.random.permutation(jax.random.PRNGKey(5), 24))
+    assert (perm != np.arange(24)).any()
+    moved = jax.tree.map(lambda x: x, params)
+    moved["params"]["f"]["embedding"] = params["params"]["f"]["embedding"][perm]
+    moved["params"]["evidence_2"] = {"kernel": params["params"]["evidence_2"]["kernel"][:, perm], "bias": params["params"]["evidence_2"]["bias"][perm]}
     tasks = CITY.tasks(np.arange(24))
     returns = algo.evaluate(new, jax.random.PRNGKey(1), tasks=tasks)
-    again = algo.evaluate(new.replace(params=scrambled), jax.random.PRNGKey(1), tasks=tasks)
+    again = algo.evaluate(new.replace(params=moved), jax.random.PRNGKey(1), tasks=tasks)
     assert returns.shape == (24, 2)
-    np.testing.assert_array_equal(returns, again)
+    np.testing.assert_allclose(returns, again, atol=1e-5)
+    agent = algo.agent()  # the check can fail: with the id's z read, the permuted table changes the actions
+    timestep, _ = algo.trial.reset(jax.random.PRNGKey(1), metarl.envs.dream_grid.GridTask(jnp.int32(0)))
+    timestep = timestep.replace(episode_index=jnp.int32(1), first=jnp.bool_(False))
+    with_id = {**agent.init(None), "use_id": jnp.bool_(True)}
+    logits = [agent.step(p, {**with_id, "z_id": algo.noisy_id_embedding(p, jnp.int32(0), jnp.zeros(4))}, timestep)[1] for p in (params, moved)]
+    assert float(jnp.abs(logits[0] - logits[1]).max()) > 0
 
 
 def test_observation_entries_are_one_hot_over_their_levels():
@@ -164,10 +175,12 @@ def test_reservoir_keeps_a_uniform_sample_of_every_trial_offered():
 
 
 def test_the_reservoir_decoder_reads_what_the_rollout_decoder_read():
-    algo = algos.make("dream", CITY, 2, **{**TINY, "decoder_replay": 8, "explore_full_steps": 0})
+    algo = algos.make("dream", CITY, 2, **{**TINY, "decoder_replay": 8, "explore_full_steps": 0, "decoder": "gru"})  # the paper's decoder
     state = algo.init(jax.random.PRNGKey(0))
     new, metrics = jax.jit(algo.update)(state)
     assert int(new.decoder_seen) == 4 and np.isfinite(float(metrics["decoder_loss"]))
+    moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params["params"], new.params["params"])
+    assert all(jax.tree.leaves(moved["decoder_cell"])) and all(jax.tree.leaves(moved["decoder_out"]))
     buffer = new.decoder_buffer
     assert np.asarray(buffer["reads"][:4]).any() and not np.asarray(buffer["reads"][4:]).any()
     # a trial played step by step: the reservoir's view of it decodes to the g the agent computed while it ran

@@ -558,3 +558,16 @@ def test_a_run_config_rebuilds_the_fields_that_follow_the_run_length():
     assert folder.build_algorithm(config) == trained  # the resolved schedule, 25 updates
     del config["algorithm"]["config"]["lr_decay_updates"]  # a folder written before the schedule existed
     assert folder.build_algorithm(config).config.lr_decay_updates == 0  # trained at a constant rate
+    # the default preset's posterior decoder and reservoir are saved and rebuilt; a folder written before those
+    # options trained the paper's GRU decoder without a reservoir (the config's defaults), and its checkpoints' hash still loads
+    new = algos_.make("dream", metarl.make("city"), 2, preset="default", trials_per_update=4, minibatches=2).for_run(25)
+    assert new.config.decoder == "posterior" and new.config.decoder_replay == 16384
+    config = json.loads(json.dumps(folder.run_config(new, seeds=1, seed=0, total_steps=25 * algo.steps_per_update)))
+    assert folder.build_algorithm(config) == new
+    for field in ("decoder", "decoder_replay"):
+        del config["algorithm"]["config"][field]
+    old = folder.build_algorithm(config)
+    assert old.config.decoder == "gru" and old.config.decoder_replay == 0
+    explicit = json.loads(json.dumps(folder.run_config(old, seeds=1, seed=0, total_steps=25 * algo.steps_per_update)))
+    assert explicit["algorithm"]["config"]["decoder"] == "gru"
+    assert folder.config_hash(explicit) == folder.config_hash(config)  # fields at their defaults are left out of the hash
