@@ -9,8 +9,9 @@ so their sum (in dream.md) is an upper bound; this measures the rows alone, in o
 
     python -m benchmarks.dream_compare_time [FAMILY ...] [--methods dream,e-rl2,import,varibad] [--seeds 3] [--steps 200000]
 
-Written to benchmarks/results/dream_compare_time.{json,md}; scratch run folders under
-runs/dream_compare_time/ (removed and retrained on every run).
+Written to benchmarks/results/dream_compare_time.{json,md}, merged with the rows already there
+(a row timed again replaces its old one; each row keeps the invocation that timed it); scratch run
+folders under runs/dream_compare_time/ (removed and retrained on every run).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def main(argv=None):
     for m in methods:
         if m not in METHODS:
             parser.error(f"unknown method {m!r}; one of {', '.join(METHODS)}")
-    rows, entries = [], []
+    entries = []
     start = time.perf_counter()
+    command = "python -m benchmarks.dream_compare_time " + " ".join(args.families) + f" --methods {','.join(methods)} --seeds {args.seeds} --steps {args.steps} --budget {args.budget}"
     for family in args.families:
         env = metarl.make(family)
         for method in methods:
@@ -67,22 +69,33 @@ def main(argv=None):
             projected = projected_seconds(os.path.join(out, "metrics.jsonl"), args.budget)
             measured, steps = run.train_seconds, run.result.env_steps
             entries.append({"family": family, "method": method, "env_steps_per_seed": steps, "train_seconds": measured,
-                            "wall_seconds": run.wall_seconds, "projected_train_seconds": projected})
-            rows.append([family, method, f"{steps:,}", f"{measured:.0f}", f"{projected:.0f}"])
+                            "wall_seconds": run.wall_seconds, "projected_train_seconds": projected, "command": command,
+                            "seeds": args.seeds, "budget": args.budget, "timed": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
             print(f"  {family} {method}: {steps:,} steps/seed in {measured:.0f} s; {args.budget:,} projected {projected:.0f} s", flush=True)
+    old = common.read_json(os.path.join(common.RESULTS, "dream_compare_time.json")) or {}
+    timed = {(e["family"], e["method"]) for e in entries}
+    kept = [{**e, "command": e.get("command", old.get("command")), "seeds": e.get("seeds", old.get("seeds")),
+             "budget": e.get("budget", old.get("budget"))} for e in old.get("rows", []) if (e["family"], e["method"]) not in timed]
+    if any(e["seeds"] != args.seeds or e["budget"] != args.budget for e in kept):
+        parser.error("the rows already in dream_compare_time.json were timed with other --seeds or --budget; time every row again")
+    entries = sorted(kept + entries, key=lambda e: (FAMILIES.index(e["family"]), METHODS.index(e["method"])))
+    rows = [[e["family"], e["method"], f"{e['env_steps_per_seed']:,}", f"{e['train_seconds']:.0f}", f"{e['projected_train_seconds']:.0f}",
+             e.get("timed", "an earlier session")]
+            for e in entries]
+    commands = list(dict.fromkeys(e["command"] for e in entries))
     total = sum(e["projected_train_seconds"] for e in entries)
-    command = "python -m benchmarks.dream_compare_time " + " ".join(args.families) + f" --methods {','.join(methods)} --seeds {args.seeds} --steps {args.steps} --budget {args.budget}"
-    data = {"meta": common.machine(), "command": command, "seeds": args.seeds, "steps": args.steps, "budget": args.budget,
-            "rows": entries, "projected_total_seconds": total, "session_seconds": time.perf_counter() - start}
+    data = {"meta": common.machine(), "command": command, "commands": commands, "seeds": args.seeds, "steps": args.steps,
+            "budget": args.budget, "rows": entries, "projected_total_seconds": total, "session_seconds": time.perf_counter() - start}
     md = "\n".join([
         "# Time of the DREAM comparison, each row alone", "",
-        f"Produced by `{command}` ({data['meta']['machine']}, load {data['meta'].get('load_average_1min')} at the end); "
+        "Produced by " + "; ".join(f"`{c}`" for c in commands) + f" ({data['meta']['machine']}, load "
+        f"{data['meta'].get('load_average_1min')} at the end of the last); "
         "do not edit by hand. Each row: dream_compare's settings, "
         f"{args.seeds} seeds vmapped, trained {args.steps:,} env steps per seed with nothing else running; its training time "
         f"projected to {args.budget:,} steps per seed (the first chunk, which compiles, as measured; the rest at the later "
         "chunks' rate). Evaluations during training and the held-out scoring are not counted (dream_compare's train time "
         "does not count them either).", "",
-        common.markdown_table(["family", "method", "env steps / seed timed", "train time (s)", f"projected to {args.budget:,} (s)"], rows), "",
+        common.markdown_table(["family", "method", "env steps / seed timed", "train time (s)", f"projected to {args.budget:,} (s)", "timed"], rows), "",
         f"Projected whole comparison ({len(entries)} rows at {args.budget:,} steps per seed): {total:.0f} s = {total / 3600:.2f} h "
         "(the target: under 3 h).", "",
     ])
