@@ -9,11 +9,11 @@ with an instruction).
   trial's exploration episode. pi and f learn from the exploitation rewards (PPO).
 - The decoder g reads the exploration episode's transitions (s, one-hot a, s') and is trained by
   ||g(tau_:t) - stop_gradient(f(id))||^2 at every step t of the exploration episode, on the update's
-  own trials and on as many drawn from a reservoir of `decoder_replay` (16,384) exploration episodes
-  kept uniformly over the whole run. `decoder`: "posterior" (default: each transition adds learned
-  evidence, Dense 64 -> 128 -> logits over the training ids, and g is the mean of f under the
-  softmax of the summed evidence) or "gru" (the paper's: Dense 64 -> GRU `decoder_hidden` (128) ->
-  128 -> `embed_dim`).
+  own trials and on as many drawn from a reservoir of `decoder_replay` exploration episodes kept
+  uniformly over the whole run (the default preset: 16,384; the "paper" preset: none). `decoder`:
+  "posterior" (the default preset's: each transition adds learned evidence, Dense 64 -> 128 ->
+  logits over the training ids, and g is the mean of f under the softmax of the summed evidence)
+  or "gru" (the paper's: Dense 64 -> GRU `decoder_hidden` (128) -> 128 -> `embed_dim`).
 - The exploration policy (a recurrent actor-critic, GRU `explorer_hidden`, over (s, previous action,
   previous reward); it sees no instruction) is rewarded by information gain: at step t,
   d_t - d_{t+1} - `info_penalty` (0.1), d_t = ||g(tau_:t) - f(id)||^2 (gradients stopped), by PPO.
