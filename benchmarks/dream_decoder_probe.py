@@ -15,9 +15,9 @@ A decoder that reads any exploration generalises; one that reads only the paths 
 leaves the explorer no reward for a ride it has not yet taken (the information gain of a ride the
 decoder cannot read is zero or negative), which is where DREAM's explorer stops.
 
-    python -m benchmarks.dream_decoder_probe [runs/dream_compare/city/dream-2000000] [--ids 48]
+    python -m benchmarks.dream_decoder_probe [runs/dream_compare/city/dream-2000000] [--ids 48] [--tag TAG]
 
-Written to benchmarks/results/dream_decoder_probe_FAMILY.{json,md}.
+Written to benchmarks/results/dream_decoder_probe_FAMILY.{json,md} (FAMILY_TAG with `--tag TAG`).
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", nargs="?", default=DEFAULT_RUN, help="a DREAM run folder on city or distraction")
     parser.add_argument("--ids", type=int, default=0, help="training ids to probe (0: all)")
+    parser.add_argument("--tag", default="", help="write dream_decoder_probe_FAMILY_TAG.* (keeps another run's results)")
     args = parser.parse_args(argv)
     if not os.path.exists(os.path.join(args.run, "config.json")):
         parser.error(f"{args.run} is not a run folder (no config.json); run benchmarks.dream_compare first")
@@ -107,7 +108,8 @@ def main(argv=None):
             rows.append([i, name + extra, f"{e['decoder_error']:.2f}", f"{e['ideal_error']:.2f}", f"{e['exploit_return']:.3f}"])
         entry["id_norm"] = float(np.sum(np.square(f), -1).mean())
         per_seed.append(entry)
-    command = f"python -m benchmarks.dream_decoder_probe {args.run}" + (f" --ids {args.ids}" if args.ids else "")
+    command = f"python -m benchmarks.dream_decoder_probe {args.run}" + (f" --ids {args.ids}" if args.ids else "") + (
+        f" --tag {args.tag}" if args.tag else "")
     data = {"meta": common.machine(), "command": command, "run_folder": args.run, "family": env.name, "env_steps": header.get("env_steps"),
             "config": folder.jsonable(algo.config), "ids": ids.tolist(), "scripts": {k: list(v) for k, v in SCRIPTS.items()},
             "per_seed": per_seed}
@@ -121,7 +123,7 @@ def main(argv=None):
         "with every ride the episode saw.", "",
         common.markdown_table(["seed", "exploration", "decoder error", "ideal decoder error", "exploitation return"], rows), "",
     ])
-    common.write_results(f"dream_decoder_probe_{env.name}", data, md)
+    common.write_results(f"dream_decoder_probe_{env.name}" + (f"_{args.tag}" if args.tag else ""), data, md)
     print(md)
 
 
