@@ -354,12 +354,12 @@ def _starting_point(algo_name: str, family: str, rest: Sequence[str]):
     preset = first["choice"].preset
     presets = ", ".join(cls.presets) or "(none)"
     if preset is not None:
-        start, which = algos.base.preset_config(algo_name, preset), f"Options of {algo_name} start from preset {preset!r} (its presets: {presets})."
+        start, which = algos.base.preset_config(algo_name, preset, first["family"], episodes), f"Options of {algo_name} start from preset {preset!r} (its presets: {presets})."
     elif (chosen := cls.default_preset(first["family"], episodes)) is None:
         start, which = cls.Config(), f"Options of {algo_name} start from its config's defaults (its presets: {presets})."
     else:
         start, which = (
-            algos.base.preset_config(algo_name, chosen[0]),
+            cls.presets[chosen[0]],
             f"Options of {algo_name} start from preset {chosen[0]!r}, its default for this setting ({chosen[1]}); "
             f"--preset NAME picks another of: {presets}.",
         )

@@ -205,6 +205,10 @@ def test_trial_length_defaults_to_the_familys_trial(capsys, monkeypatch):
     monkeypatch.setattr("metarl.run.train", fake_train)
     base = ["--steps", "1000", "--out", "runs/x"]
     assert cli.main(["train", "dream", "distraction"] + base) == 130 and seen["algo"].episodes == 2
+    # and starts from DREAM's preset named "default" (the posterior decoder), by choice or by name; "paper" is the GRU
+    assert seen["algo"].config == algos.dream.PRESETS["default"] and seen["algo"].config.decoder == "posterior"
+    assert cli.main(["train", "dream", "city", "--preset", "default"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["default"]
+    assert cli.main(["train", "dream", "city", "--preset", "paper"] + base) == 130 and seen["algo"].config.decoder == "gru"
     assert cli.main(["train", "e-rl2", "city", "--episodes", "3"] + base) == 130 and seen["algo"].episodes == 3
     assert cli.main(["train", "rl2", "bandit"] + base) == 130 and seen["algo"].episodes == 10
     capsys.readouterr()
