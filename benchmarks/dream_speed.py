@@ -73,21 +73,27 @@ def reference(directory: str, seconds: int) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference", help="the reference's directory (with venv/); omitted: ours alone")
+    parser.add_argument("--reference", help="the reference's directory (with venv/); omitted: ours alone, set beside the "
+                        "reference's rate from the results file's earlier side-by-side run (named as such)")
     parser.add_argument("--reference-seconds", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--updates", type=int, default=20)
     args = parser.parse_args(argv)
     data = {"meta": common.machine()}
+    earlier = common.read_json(os.path.join(common.RESULTS, "dream_speed.json")) or {}
     if args.reference:
         data["reference"] = reference(args.reference, args.reference_seconds)
+    elif "reference" in earlier:  # measured in an earlier invocation, side by side with our code of then
+        data["reference"] = {**earlier["reference"], "earlier": True, "measured_with": earlier.get("meta"),
+                             "ours_then": earlier.get("ours")}
     data["ours"] = ours(args.seeds, args.updates)
     data["meta_after"] = common.machine()
     o = data["ours"]
     rows = [["metarl dream (PPO, jitted)", f"{o['seeds']}", f"{o['env_steps']:,}", f"{o['seconds']:.1f}", f"{o['env_steps_per_second']:,.0f}"]]
     if "reference" in data:
         r = data["reference"]
-        rows.append(["reference (PyTorch DQN, early phase)", "1", f"{r['env_steps']:,}", f"{r['seconds']:.1f}", f"{r['env_steps_per_second']:,.1f}"])
+        name = "reference (PyTorch DQN, early phase)" + (", measured in an earlier invocation" if r.get("earlier") else "")
+        rows.append([name, "1", f"{r['env_steps']:,}", f"{r['seconds']:.1f}", f"{r['env_steps_per_second']:,.1f}"])
         data["ratio"] = o["env_steps_per_second"] / r["env_steps_per_second"]
     md = ["# DREAM training speed on distraction", "", "Produced by `benchmarks/dream_speed.py` (see its docstring for the reference's changes).",
           f"Machine: {data['meta']['machine']}, JAX {data['meta']['jax']}; 1-minute load average before / after: "
@@ -96,6 +102,11 @@ def main(argv=None):
     if "ratio" in data:
         md += [f"Ours / reference: **{data['ratio']:,.0f}x** env steps per second (the reference's rate is from its first "
                f"{data['reference']['episodes']} episodes, before its explorer trains: an upper bound of its speed).", ""]
+        if data["reference"].get("earlier"):
+            then = data["reference"].get("ours_then") or {}
+            md += [f"The reference's rate is the one measured side by side with our code of then "
+                   f"({then.get('env_steps_per_second', float('nan')):,.0f} env steps / s, commit "
+                   f"{(data['reference'].get('measured_with') or {}).get('commit', '?')}); its installation was not repeated for this run.", ""]
     md += ["Command: `python -m benchmarks.dream_speed" + (f" --reference {args.reference} --reference-seconds {args.reference_seconds}" if args.reference else "")
            + f" --seeds {args.seeds} --updates {args.updates}`", ""]
     common.write_results("dream_speed", data, "\n".join(md))
