@@ -117,6 +117,9 @@ class DreamConfig:
     bottleneck_coef: float = 1.0  #: weight of the bottleneck penalty
     decoder_coef: float = 1.0  #: weight of the decoder loss
     info_penalty: float = 0.1  #: per-step cost in the information-gain reward
+    #: the cost is `info_penalty` x (the update's mean ||f(id)||^2) / 10: in proportion to what there
+    #: is to learn, as with ||f||^2 held near 10 by the bottleneck (for an f that stays smaller)
+    info_penalty_relative: bool = False
     id_fraction: float = 0.5  #: training trials whose exploitation reads f(id) instead of g(tau)
     explorer_hidden: int = 64  #: the exploration policy's GRU units
     decoder_hidden: int = 128  #: the decoder's GRU units
@@ -148,6 +151,9 @@ class DreamConfig:
     #: preset uses it with a reservoir of 16,384; the config's own defaults are the paper's decoder
     #: without one (the "paper" preset, and what run folders written before these options ran)
     decoder: str = "gru"
+    #: the std of f's initial entries (the reference's N(0, 1) table starts f with a random part that
+    #: tells every id apart, task-relevant or not, which the bottleneck max(||f||^2, 10) leaves in place)
+    id_init: float = 1.0
 
     def __post_init__(self):
         o = "dream"
@@ -158,7 +164,7 @@ class DreamConfig:
             check_int(o, "lr_decay_updates", self.lr_decay_updates, low=0)
         if self.trials_per_update % self.minibatches:
             raise ConfigError(f"dream: trials_per_update ({self.trials_per_update}) must be a multiple of minibatches ({self.minibatches})")
-        for name in ("max_grad_norm", "noise", "bottleneck", "bottleneck_coef", "decoder_coef", "info_penalty", "ent_coef", "vf_coef"):
+        for name in ("id_init", "max_grad_norm", "noise", "bottleneck", "bottleneck_coef", "decoder_coef", "info_penalty", "ent_coef", "vf_coef"):
             check_float(o, name, getattr(self, name), low=0.0)
         check_int(o, "explore_epsilon_steps", self.explore_epsilon_steps, low=0)
         check_int(o, "explore_full_steps", self.explore_full_steps, low=0)
@@ -191,11 +197,12 @@ class DreamNetworks(nn.Module):
     exploit_hidden: tuple[int, ...]
     decoder_kind: str = "gru"
     train_ids: tuple[int, ...] = ()  #: the ids the "posterior" decoder's evidence ranges over
+    id_init: float = 1.0  #: std of f's initial entries
 
     def setup(self):
         # N(0, 1) entries as the reference (torch.nn.Embedding): ||f||^2 starts near embed_dim, the
         # bottleneck holds it near `bottleneck`, and the information gain of a bus ride dwarfs the step cost
-        self.f = nn.Embed(self.num_ids, self.embed_dim, embedding_init=nn.initializers.normal(1.0))
+        self.f = nn.Embed(self.num_ids, self.embed_dim, embedding_init=nn.initializers.normal(self.id_init))
         self.explorer_in = nn.Dense(64)
         self.explorer_cell = nn.GRUCell(self.explorer_hidden, recurrent_kernel_init=orthogonal())
         self.explorer_pi = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01))
@@ -262,6 +269,7 @@ class DreamAgent(Agent):
     exploit_hidden: tuple[int, ...] = (128, 128)
     one_hot_obs: bool = True
     decoder: str = "gru"
+    id_init: float = 1.0
     greedy: bool = True
 
     def encode(self, obs):
@@ -271,7 +279,7 @@ class DreamAgent(Agent):
     @property
     def network(self) -> DreamNetworks:
         return DreamNetworks(self.env.num_actions, self.env.num_ids, self.embed_dim, self.explorer_hidden, self.decoder_hidden,
-                             tuple(self.exploit_hidden), self.decoder, self.train_ids)
+                             tuple(self.exploit_hidden), self.decoder, self.train_ids, self.id_init)
 
     @property
     def train_ids(self) -> tuple[int, ...]:
@@ -516,7 +524,8 @@ class Dream(InContextAlgorithm):
         replay = jax.vmap(lambda p, b, i, n, u: self.replay(p, b, i, n, u, epsilon, may_end, exploit_epsilon), in_axes=(None, 0, 0, 0, 0))
         _, _, g = replay(params, batch, tasks.task_id, noise, use_id)
         f = jax.lax.stop_gradient(net.apply(params, tasks.task_id, method=DreamNetworks.id_embedding))
-        info_reward = jax.vmap(information_gain, in_axes=(0, 0, None))(g, f, c.info_penalty)
+        penalty = c.info_penalty * (jnp.mean(jnp.sum(jnp.square(f), -1)) / 10.0 if c.info_penalty_relative else 1.0)
+        info_reward = jax.vmap(information_gain, in_axes=(0, 0, None))(g, f, penalty)
         reward = jnp.where(valid, jnp.where(exploring, info_reward, batch["reward"]), 0.0)
         discount = c.gamma * (1.0 - (batch["done"] | ~valid).astype(jnp.float32))
         v_next = jnp.concatenate([batch["value"][:, 1:], jnp.zeros((B, 1))], axis=1)
