@@ -205,8 +205,11 @@ def test_trial_length_defaults_to_the_familys_trial(capsys, monkeypatch):
     monkeypatch.setattr("metarl.run.train", fake_train)
     base = ["--steps", "1000", "--out", "runs/x"]
     assert cli.main(["train", "dream", "distraction"] + base) == 130 and seen["algo"].episodes == 2
-    # and starts from DREAM's preset named "default" (the posterior decoder), by choice or by name; "paper" is the GRU
-    assert seen["algo"].config == algos.dream.PRESETS["default"] and seen["algo"].config.decoder == "posterior"
+    # and starts from the preset DREAM chooses: "held-out" where the family holds ids out, else the one
+    # literally named "default" (by choice or by name); "paper" is the GRU
+    assert seen["algo"].config == algos.dream.PRESETS["held-out"] and seen["algo"].config.id_init == 0.0
+    assert cli.main(["train", "dream", "city"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["default"]
+    assert seen["algo"].config.decoder == "posterior"
     assert cli.main(["train", "dream", "city", "--preset", "default"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["default"]
     assert cli.main(["train", "dream", "city", "--preset", "paper"] + base) == 130 and seen["algo"].config.decoder == "gru"
     assert cli.main(["train", "e-rl2", "city", "--episodes", "3"] + base) == 130 and seen["algo"].episodes == 3

@@ -239,3 +239,14 @@ def test_evaluation_writes_exploration_and_exploitation_gifs(tmp_path):
     for p in paths:
         with Image.open(p) as im:
             assert im.n_frames >= 2 and im.size == (2 * 9 * 24, 2 * 9 * 24)
+
+
+def test_the_relative_step_cost_and_a_zero_id_table():
+    f = jnp.array([[2.0, 0.0], [0.0, 4.0]])  # ||f||^2 4 and 16: mean 10
+    assert float(algos.make("dream", CITY, 2, **TINY).step_penalty(f)) == pytest.approx(0.1)
+    relative = algos.make("dream", CITY, 2, **{**TINY, "info_penalty_relative": True})
+    assert float(relative.step_penalty(f)) == pytest.approx(0.1) and float(relative.step_penalty(f / 2)) == pytest.approx(0.025)
+    params = algos.make("dream", CITY, 2, **{**TINY, "id_init": 0.0}).init(jax.random.PRNGKey(0)).params
+    assert not np.asarray(params["params"]["f"]["embedding"]).any()  # every id starts at the same (zero) row
+    with pytest.raises(ConfigError, match="id_init"):
+        algos.make("dream", CITY, 2, id_init=-1.0)
