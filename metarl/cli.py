@@ -512,6 +512,7 @@ class EvalOptions:
     json: str | None = None  #: summary JSON path (default RUN/eval/final.json)
     markdown: str | None = None  #: Markdown table path (default: the JSON path with .md)
     plot: str | None = None  #: PNG plot path (default RUN/eval/final.png)
+    split: str | None = None  #: a family with task-id splits (distraction, cooking): score on "test" (ids training never saw), "train" or "all" (None: the run's own; default paths RUN/eval/final_SPLIT.*)
     contexts: str | None = None  #: a factor of the run's contextual family ("first": its first): score on its evaluation contexts instead (default paths RUN/eval/contexts_FACTOR.*)
     num_contexts: int = 40  #: with --contexts: the evaluation contexts, linspace(LOW / 2, HIGH x 2)
     episodes: int = 10  #: with --contexts: greedy episodes per context
@@ -556,6 +557,7 @@ def eval_command(args: list[str]) -> int:
             plot_path=o.plot,
             checkpoint=o.checkpoint,
             log=lambda line: print(f"{PROG}: {line}", file=sys.stderr),
+            split=o.split,
         )
     _print_summary(summary)
     return 0

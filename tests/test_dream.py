@@ -1,6 +1,8 @@
 """DREAM: the information-gain reward by hand, the agent never reads the task id, clear errors, and
 one tiny update moves every part (the id table, the decoder, both policies)."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -250,3 +252,21 @@ def test_the_relative_step_cost_and_a_zero_id_table():
     assert not np.asarray(params["params"]["f"]["embedding"]).any()  # every id starts at the same (zero) row
     with pytest.raises(ConfigError, match="id_init"):
         algos.make("dream", CITY, 2, id_init=-1.0)
+
+
+def test_eval_scores_a_distraction_run_on_its_held_out_ids(tmp_path, monkeypatch):
+    from metarl.run import evaluate_run, evaluation, train
+
+    out = str(tmp_path / "run")
+    algo = algos.make("dream", metarl.make("distraction"), 2, **TINY)
+    train(algo, seeds=1, total_steps=algo.steps_per_update, out_dir=out, eval_every=0, quiet=True)
+    seen = []
+    scored = evaluation.evaluate_learned
+    monkeypatch.setattr(evaluation, "evaluate_learned", lambda a, *rest: seen.append(a.env.split) or scored(a, *rest))
+    summary = evaluate_run(out, tasks=20, baselines=[], split="test")
+    assert seen == ["test"] and summary["header"]["split"] == "test"
+    assert os.path.exists(os.path.join(out, "eval", "final_test.json")) and not os.path.exists(os.path.join(out, "eval", "final.json"))
+    evaluate_run(out, tasks=20, baselines=[])
+    assert seen == ["test", "train"]  # without it, the run's own split
+    with pytest.raises(ConfigError, match="split must be one of"):
+        evaluate_run(out, tasks=5, baselines=[], split="bogus")

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from metarl.errors import CheckpointError, check_int
+from metarl.errors import CheckpointError, ConfigError, check_int
 from metarl.eval import report
 from metarl.run import checkpoint as ckpt
 from metarl.run import folder
@@ -264,18 +264,26 @@ def evaluate_run(
     plot_path: str | None = None,
     checkpoint: str | None = None,
     log=None,
+    split: str | None = None,
 ) -> dict[str, Any]:
     """Score a saved run: rebuild its algorithm from config.json, load its last checkpoint (or
     `checkpoint`), evaluate every seed's agent on `tasks` held-out tasks beside the family's
     baselines (all applicable ones, or `baselines`; `[]` for none) and write the table and plot.
+    `split`: for a family with task-id splits (distraction, cooking), draw the tasks from this one
+    ("test": the ids training never saw) instead of the run's own.
 
-    Paths default to `run_dir/eval/final.{json,md,png}`; `seed` defaults to the run's eval seed.
+    Paths default to `run_dir/eval/final.{json,md,png}` (`final_SPLIT.*` with `split`); `seed`
+    defaults to the run's eval seed.
     Without `checkpoint`, a corrupt or truncated newest checkpoint is skipped for the newest that
     verifies (each skip is passed to `log`, a callable taking one line, e.g. `print`). Returns the
     summary dict. Raises CheckpointError for a missing folder, no checkpoint that verifies, or a
     mismatched one; ConfigError for bad arguments."""
     check_int("evaluate_run", "tasks", tasks, low=1)
     config, algo, seeds, state, header, path = load_run(run_dir, checkpoint, log)
+    if split is not None:
+        if not (dataclasses.is_dataclass(algo.env) and any(f.name == "split" for f in dataclasses.fields(algo.env))):
+            raise ConfigError(f"{algo.env.name} has no task-id splits; --split applies to families that hold ids out (distraction, cooking)", "split")
+        algo = dataclasses.replace(algo, env=dataclasses.replace(algo.env, split=split))
     if seed is None:
         seed = int(config.get("eval", {}).get("seed", config["seed"]))
     check_int("evaluate_run", "seed", seed, low=0)
@@ -292,12 +300,15 @@ def evaluate_run(
     summary = summarize_with_baselines(algo, learned, base, tasks, seed, extra)
     summary["header"]["wall_seconds"] = time.perf_counter() - start
     eval_dir = os.path.join(run_dir, folder.EVAL)
+    stem = "final" if split is None else f"final_{split}"
+    if split is not None:
+        summary["header"]["split"] = split
     if json_path is None:
-        json_path = os.path.join(eval_dir, "final.json")
+        json_path = os.path.join(eval_dir, stem + ".json")
     if md_path is None:
         md_path = os.path.splitext(json_path)[0] + ".md"
     if plot_path is None:
-        plot_path = os.path.join(eval_dir, "final.png")
+        plot_path = os.path.join(eval_dir, stem + ".png")
     write_summary(summary, json_path, md_path, plot_path)
     return summary
 
