@@ -149,7 +149,7 @@ def test_posterior_decoder_is_the_mean_of_f_under_the_summed_evidence():
     h = jnp.zeros(53).at[3].set(50.0)
     np.testing.assert_allclose(decode(h), f[3], atol=1e-4)  # all the evidence on one id: its f
     # each transition adds its own evidence: two read in either order give the same g
-    a, b = jax.random.normal(jax.random.PRNGKey(1), (2, algo.init_params(jax.random.PRNGKey(2))["params"]["evidence_0"]["kernel"].shape[0]))
+    a, b = jax.random.normal(jax.random.PRNGKey(1), (2, params["params"]["evidence_0"]["kernel"].shape[0]))
     step = lambda h, t: net.apply(params, h, t, method=type(net).decode_step)  # noqa: E731
     np.testing.assert_allclose(step(step(jnp.zeros(53), a), b), step(step(jnp.zeros(53), b), a), atol=1e-5)
     assert float(jnp.abs(step(jnp.zeros(53), a)).max()) > 0
@@ -212,7 +212,6 @@ def test_dream_beats_the_no_information_return_on_city(tmp_path):
     About 80 s: a subprocess with XLA's optimisation passes, which the rest of the suite compiles
     without (conftest.py), for a run that long about 6x faster."""
     import json
-    import os
     import subprocess
     import sys
 

@@ -234,6 +234,11 @@ class DreamNetworks(nn.Module):
         h, y = self.explorer_cell(h, nn.relu(self.explorer_in(x)))
         return h, self.explorer_pi(y), self.explorer_v(y)[..., 0]
 
+    @property
+    def decoder_state_size(self) -> int:
+        """The decoder's state: GRU units, or one logit per training id."""
+        return self.decoder_hidden if self.decoder_kind == "gru" else len(self.train_ids)
+
     def decode_step(self, h, transition):
         if self.decoder_kind == "gru":
             h, _ = self.decoder_cell(h, nn.relu(self.decoder_in(transition)))
@@ -257,7 +262,7 @@ class DreamNetworks(nn.Module):
 
     def __call__(self, obs, transition, x):  # touches every part (init)
         he = jnp.zeros(x.shape[:-1] + (self.explorer_hidden,))
-        hd = jnp.zeros(x.shape[:-1] + ((self.decoder_hidden,) if self.decoder_kind == "gru" else (len(self.train_ids),)))
+        hd = jnp.zeros(x.shape[:-1] + (self.decoder_state_size,))
         z = self.id_embedding(jnp.zeros(x.shape[:-1], jnp.int32))
         self.explore(he, x)
         z = z + self.decode(self.decode_step(hd, transition))
@@ -297,17 +302,19 @@ class DreamAgent(Agent):
 
     @property
     def decoder_size(self) -> int:
-        """The decoder's state: GRU units, or one logit per training id."""
-        return self.decoder_hidden if self.decoder == "gru" else len(self.train_ids)
+        return self.network.decoder_state_size
 
     def init(self, key):
         return {"h_explore": jnp.zeros((self.explorer_hidden,)), "h_decoder": jnp.zeros((self.decoder_size,)),
                 "last_obs": jnp.zeros(self.env.obs_shape), "z_id": jnp.zeros((self.embed_dim,)), "use_id": jnp.bool_(False),
                 "epsilon": jnp.float32(0.0), "exploit_epsilon": jnp.float32(0.0), "may_end": jnp.bool_(True)}
 
-    def transition(self, carry, timestep: TimeStep):
-        return jnp.concatenate([self.encode(carry["last_obs"]), jax.nn.one_hot(timestep.prev_action, self.env.num_actions),
-                                self.encode(timestep.outcome_obs)])
+    def read(self, params, h, last_obs, prev_action, outcome_obs, push):
+        """The decoder reads the transition (last_obs, prev_action, outcome_obs) into its state `h`
+        where `push`: (state, g). The rollout's step and the reservoir's replay both read this way."""
+        transition = jnp.concatenate([self.encode(last_obs), jax.nn.one_hot(prev_action, self.env.num_actions), self.encode(outcome_obs)])
+        h = jnp.where(push, self.network.apply(params, h, transition, method=DreamNetworks.decode_step), h)
+        return h, self.network.apply(params, h, method=DreamNetworks.decode)
 
     def step(self, params, carry, timestep: TimeStep):
         """One step of one trial: (carry, logits, value, the decoder's z, exploring)."""
@@ -315,10 +322,8 @@ class DreamAgent(Agent):
         fresh = self.init(None)
         carry = {**carry, **{k: jnp.where(timestep.first, fresh[k], carry[k]) for k in ("h_explore", "h_decoder", "last_obs")}}
         exploring = timestep.episode_index == 0
-        push = reads_exploration(timestep)
-        h_decoder = net.apply(params, carry["h_decoder"], self.transition(carry, timestep), method=DreamNetworks.decode_step)
-        h_decoder = jnp.where(push, h_decoder, carry["h_decoder"])
-        g = net.apply(params, h_decoder, method=DreamNetworks.decode)
+        h_decoder, g = self.read(params, carry["h_decoder"], carry["last_obs"], timestep.prev_action, timestep.outcome_obs,
+                                 reads_exploration(timestep))
         prev = jax.nn.one_hot(timestep.prev_action, self.env.num_actions) * (~timestep.first)
         obs = self.encode(timestep.obs)
         x = jnp.concatenate([obs, prev, timestep.prev_reward[None]])
@@ -461,7 +466,8 @@ class Dream(InContextAlgorithm):
     # --- the decoder's reservoir (`decoder_replay`) ----------------------------------------------
     @property
     def reservoir_obs_dtype(self):
-        """int8 for the grid families' small integer observations (16,384 city trials: 2.8 MB), float32 otherwise."""
+        """int8 for the grid families' small integer observations (16,384 city trials, 21 steps of two
+        7-entry observations: 4.8 MB), float32 otherwise."""
         levels = getattr(self.env, "obs_levels", None)
         return jnp.int8 if levels is not None and max(levels) <= 127 else jnp.float32
 
@@ -478,14 +484,10 @@ class Dream(InContextAlgorithm):
     def decode_slot(self, params, slot):
         """The decoder's embeddings [S, embed_dim] over one stored trial's steps (g(tau_:t) after each read)."""
         agent = self.agent()
-        net = agent.network
 
         def body(h, x):
             last_obs, prev_action, outcome_obs, reads = x
-            last_obs, outcome_obs = last_obs.astype(jnp.float32), outcome_obs.astype(jnp.float32)
-            transition = jnp.concatenate([agent.encode(last_obs), jax.nn.one_hot(prev_action, self.env.num_actions), agent.encode(outcome_obs)])
-            h = jnp.where(reads, net.apply(params, h, transition, method=DreamNetworks.decode_step), h)
-            return h, net.apply(params, h, method=DreamNetworks.decode)
+            return agent.read(params, h, last_obs.astype(jnp.float32), prev_action, outcome_obs.astype(jnp.float32), reads)
 
         h0 = jnp.zeros((agent.decoder_size,))
         _, g = jax.lax.scan(body, h0, (slot["last_obs"], slot["prev_action"], slot["outcome_obs"], slot["reads"]))
