@@ -374,6 +374,8 @@ def test_evaluate_run_writes_table_and_plot(tmp_path):
     assert again["agents"][0]["mean_total_return"] == summary["agents"][0]["mean_total_return"]
     with pytest.raises(CheckpointError, match="no run folder"):
         evaluate_run(str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="bandit has no task-id splits"):  # --split is for families that hold ids out
+        evaluate_run(out, tasks=5, baselines=[], split="test")
     for p in list_checkpoints(os.path.join(out, "checkpoints")):
         os.unlink(p)
     with pytest.raises(CheckpointError, match="has no checkpoint"):
