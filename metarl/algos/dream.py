@@ -88,6 +88,7 @@ def reads_exploration(timestep: TimeStep) -> jax.Array:
 
 
 DECODERS = ("gru", "posterior")
+EXPLOIT_LEARNERS = ("ppo", "dqn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +160,18 @@ class DreamConfig:
     #: learns on the training ids does not hold on held-out ones. 0: every row starts the same
     #: (the "held-out" preset)
     id_init: float = 1.0
+    #: the exploitation learner: "ppo" (the policy head, on the update's own trials) or "dqn" (the
+    #: reference's kind: a dueling double Q-network on the same MLP, Q = v + a - mean(a), learning
+    #: from a replay of `dqn_buffer` exploitation transitions, `dqn_batch` of them per trial row in
+    #: each of the update's gradient steps, its target the parameters the update started from,
+    #: acting epsilon-greedily, epsilon 1 -> `exploit_epsilon_end` over `exploit_epsilon_steps`).
+    #: On cooking a PPO learner reading f(id) settles in a loop (pick up +0.25, drop away from the
+    #: bowl -0.35, -0.05 a step, better than walking) and never cooks (benchmarks/dream_exploit_trace)
+    exploit_learner: str = "ppo"
+    exploit_epsilon_end: float = 0.0  #: the exploitation policy's final epsilon (see `exploit_epsilon_steps`)
+    dqn_buffer: int = 102_400  #: exploitation transitions the "dqn" learner's replay ring keeps
+    dqn_batch: int = 32  #: replayed transitions per trial of a minibatch (16 trials: 512 per gradient step)
+    dqn_coef: float = 1.0  #: weight of the Q-learning loss (Huber) beside the other losses
 
     def __post_init__(self):
         o = "dream"
@@ -175,9 +188,14 @@ class DreamConfig:
         check_int(o, "explore_full_steps", self.explore_full_steps, low=0)
         check_int(o, "exploit_epsilon_steps", self.exploit_epsilon_steps, low=0)
         check_int(o, "decoder_replay", self.decoder_replay, low=0, high=10_000_000)
+        if self.exploit_learner not in EXPLOIT_LEARNERS:
+            raise ConfigError(f"dream: exploit_learner must be one of {', '.join(EXPLOIT_LEARNERS)}, got {self.exploit_learner!r}", "exploit_learner")
+        check_int(o, "dqn_buffer", self.dqn_buffer, low=1, high=10_000_000)
+        check_int(o, "dqn_batch", self.dqn_batch, low=1, high=65536)
+        check_float(o, "dqn_coef", self.dqn_coef, low=0.0)
         if self.decoder not in DECODERS:
             raise ConfigError(f"dream: decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}", "decoder")
-        for name in ("gamma", "gae_lambda", "id_fraction", "explore_epsilon_end"):
+        for name in ("gamma", "gae_lambda", "id_fraction", "explore_epsilon_end", "exploit_epsilon_end"):
             check_float(o, name, getattr(self, name), low=0.0, high=1.0)
         check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
         object.__setattr__(self, "exploit_hidden", tuple(self.exploit_hidden))
@@ -260,6 +278,11 @@ class DreamNetworks(nn.Module):
             x = nn.relu(layer(x))
         return self.exploit_pi(x), self.exploit_v(x)[..., 0]
 
+    def q_values(self, obs, z):
+        """The "dqn" exploitation learner's dueling Q-values: the value head plus the centred action head."""
+        a, v = self.exploit(obs, z)
+        return v[..., None] + a - jnp.mean(a, axis=-1, keepdims=True)
+
     def __call__(self, obs, transition, x):  # touches every part (init)
         he = jnp.zeros(x.shape[:-1] + (self.explorer_hidden,))
         hd = jnp.zeros(x.shape[:-1] + (self.decoder_state_size,))
@@ -284,6 +307,7 @@ class DreamAgent(Agent):
     one_hot_obs: bool = True
     decoder: str = "gru"
     id_init: float = 1.0
+    exploit_learner: str = "ppo"
     greedy: bool = True
 
     def encode(self, obs):
@@ -332,6 +356,9 @@ class DreamAgent(Agent):
         logits_e = jnp.where(~carry["may_end"] & (jnp.arange(self.env.num_actions) == END_EPISODE), -1e9, logits_e)
         z = jnp.where(carry["use_id"], carry["z_id"], jax.lax.stop_gradient(g))
         logits_x, value_x = net.apply(params, obs, z, method=DreamNetworks.exploit)
+        if self.exploit_learner == "dqn":  # acts greedily on Q (as logits: 0 for the argmax, -30 elsewhere)
+            q = net.apply(params, obs, z, method=DreamNetworks.q_values)
+            logits_x = jnp.where(jnp.arange(self.env.num_actions) == jnp.argmax(q), 0.0, -30.0)
         eps_x = carry["exploit_epsilon"]  # the same mixture for the exploitation policy (training; 0 by default)
         logits_x = jnp.where(eps_x > 0, mix_uniform(logits_x, eps_x), logits_x)
         logits = jnp.where(exploring, logits_e, logits_x)
@@ -353,6 +380,11 @@ class DreamTrainState(TrainState):
     #: "task_id": [N]}: the first S = max_steps + 1 steps of N trials, what the decoder reads
     decoder_buffer: Any = None
     decoder_seen: jax.Array = None  #: int32, exploration episodes offered to the reservoir so far
+    #: ("dqn" exploitation learner) {"obs", "next_obs": [N, *obs], "action", "reward", "done",
+    #: "task_id", "use_id", "z": [N, embed_dim] the decoder's z the trial exploited with}: a ring of
+    #: exploitation transitions
+    exploit_buffer: Any = None
+    exploit_count: jax.Array = None  #: int32, exploitation transitions written to the ring so far
 
 
 @register
@@ -410,14 +442,22 @@ class Dream(InContextAlgorithm):
         return agent.network.init(key_params, obs, transition, x)
 
     def init_extra(self, params, key_params):
-        N = self.config.decoder_replay
-        if not N:
-            return {}
-        S, obs = self.env.max_steps + 1, self.env.obs_shape
-        dtype = self.reservoir_obs_dtype
-        buffer = {"last_obs": jnp.zeros((N, S) + obs, dtype), "outcome_obs": jnp.zeros((N, S) + obs, dtype),
-                  "prev_action": jnp.zeros((N, S), jnp.int8), "reads": jnp.zeros((N, S), bool), "task_id": jnp.zeros((N,), jnp.int32)}
-        return {"decoder_buffer": buffer, "decoder_seen": jnp.int32(0)}
+        c, obs, dtype = self.config, self.env.obs_shape, self.reservoir_obs_dtype
+        extra = {}
+        if c.decoder_replay:
+            N, S = c.decoder_replay, self.env.max_steps + 1
+            extra["decoder_buffer"] = {"last_obs": jnp.zeros((N, S) + obs, dtype), "outcome_obs": jnp.zeros((N, S) + obs, dtype),
+                                       "prev_action": jnp.zeros((N, S), jnp.int8), "reads": jnp.zeros((N, S), bool),
+                                       "task_id": jnp.zeros((N,), jnp.int32)}
+            extra["decoder_seen"] = jnp.int32(0)
+        if c.exploit_learner == "dqn":
+            N = c.dqn_buffer
+            extra["exploit_buffer"] = {"obs": jnp.zeros((N,) + obs, dtype), "next_obs": jnp.zeros((N,) + obs, dtype),
+                                       "action": jnp.zeros((N,), jnp.int8), "reward": jnp.zeros((N,), jnp.float32),
+                                       "done": jnp.zeros((N,), bool), "task_id": jnp.zeros((N,), jnp.int32),
+                                       "use_id": jnp.zeros((N,), bool), "z": jnp.zeros((N, c.embed_dim), jnp.float32)}
+            extra["exploit_count"] = jnp.int32(0)
+        return extra
 
     # --- one trial's recomputation (the rollout's steps, teacher-forced) ------------------------
     def decayed(self, update_step, steps: int, end: float):
@@ -446,8 +486,53 @@ class Dream(InContextAlgorithm):
         return update_step * self.steps_per_update >= self.config.explore_full_steps
 
     def exploit_epsilon(self, update_step):
-        """The exploitation policy's epsilon at this update (`exploit_epsilon_steps`; 0 throughout when it is 0)."""
-        return self.decayed(update_step, self.config.exploit_epsilon_steps, 0.0)
+        """The exploitation policy's epsilon at this update (`exploit_epsilon_steps`, `exploit_epsilon_end`)."""
+        return self.decayed(update_step, self.config.exploit_epsilon_steps, self.config.exploit_epsilon_end)
+
+    # --- the "dqn" exploitation learner's replay ----------------------------------------------
+    def exploit_transitions(self, batch, exploit_mask, g, task_id, use_id):
+        """The exploitation transitions of B recorded trials [B, T, ...] as [B * K] rows (K: the
+        exploitation steps a trial can hold) and whether each is one: (obs, action, reward, the
+        observation it led to, done, the trial's id, whether it read the id, the decoder's z)."""
+        B, T = exploit_mask.shape
+        K = min((self.episodes - 1) * self.env.max_steps, T)
+        order = jnp.argsort(~exploit_mask, axis=1, stable=True)[:, :K]  # each trial's exploitation steps first, in order
+
+        def take(x):
+            return jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1).reshape((B * K,) + x.shape[2:])
+
+        ts_b = batch["timestep"]
+        next_obs = jnp.concatenate([ts_b.outcome_obs[:, 1:], jnp.zeros_like(ts_b.obs[:, :1])], axis=1)  # where step t's action led
+        rows = {"obs": take(ts_b.obs), "next_obs": take(next_obs), "action": take(batch["action"]), "reward": take(batch["reward"]),
+                "done": take(batch["done"]), "task_id": jnp.repeat(task_id, K), "use_id": jnp.repeat(use_id, K), "z": take(g)}
+        return rows, take(exploit_mask)
+
+    def ring_add(self, buffer, count, rows, keep):
+        """The rows where `keep` written to the ring `buffer` after `count` earlier ones (in order, the
+        oldest overwritten): (buffer, count + kept)."""
+        N = jax.tree.leaves(buffer)[0].shape[0]
+        rank = jnp.cumsum(keep) - 1
+        slot = jnp.where(keep, (count + rank) % N, N)  # N: not written (dropped by the scatter)
+        buffer = jax.tree.map(lambda b, x: b.at[slot].set(x.astype(b.dtype), mode="drop"), buffer, rows)
+        return buffer, count + jnp.sum(keep).astype(jnp.int32)
+
+    def q_loss(self, params, target, rows, noise):
+        """Double Q-learning's Huber loss on replayed exploitation transitions (leading dims any):
+        z = f(id) + `noise` x the given draws for trials that read the id, their stored decoder z
+        otherwise; the target r + gamma (1 - done) Q_target(s', argmax_a Q(s', a)), `target` the
+        parameters the update started from. Returns (loss, mean Q(s, a))."""
+        c, agent = self.config, self.agent()
+        net = agent.network
+        obs, next_obs = agent.encode(rows["obs"].astype(jnp.float32)), agent.encode(rows["next_obs"].astype(jnp.float32))
+        use_id = rows["use_id"][..., None]
+        z = jnp.where(use_id, net.apply(params, rows["task_id"], method=DreamNetworks.id_embedding) + c.noise * noise, rows["z"])
+        z_target = jnp.where(use_id, net.apply(target, rows["task_id"], method=DreamNetworks.id_embedding) + c.noise * noise, rows["z"])
+        q = net.apply(params, obs, z, method=DreamNetworks.q_values)
+        q_sa = jnp.take_along_axis(q, rows["action"].astype(jnp.int32)[..., None], axis=-1)[..., 0]
+        best = jnp.argmax(jax.lax.stop_gradient(net.apply(params, next_obs, z, method=DreamNetworks.q_values)), axis=-1)
+        q_next = jnp.take_along_axis(net.apply(target, next_obs, z_target, method=DreamNetworks.q_values), best[..., None], axis=-1)[..., 0]
+        y = jax.lax.stop_gradient(rows["reward"] + c.gamma * (1.0 - rows["done"].astype(jnp.float32)) * q_next)
+        return jnp.mean(optax.huber_loss(q_sa, y)), jnp.mean(q_sa)
 
     def replay(self, params, batch, task_id, noise, use_id, epsilon, may_end=True, exploit_epsilon=0.0):
         """Logits, values and decoder embeddings of the recorded steps of one trial [T, ...] under
@@ -512,6 +597,8 @@ class Dream(InContextAlgorithm):
         tasks = self.env.sample_tasks(key_tasks, B)
         if c.decoder_replay:  # (split only then: runs without the reservoir keep their draws)
             key_ids, key_reservoir, key_sample = jax.random.split(key_ids, 3)
+        if c.exploit_learner == "dqn":
+            key_ids, key_dqn, key_dqn_noise = jax.random.split(key_ids, 3)
         key_noise, key_use, key_shuffle = jax.random.split(key_ids, 3)
         noise = jax.random.normal(key_noise, (B, c.embed_dim))
         use_id = jax.random.uniform(key_use, (B,)) < c.id_fraction
@@ -567,6 +654,16 @@ class Dream(InContextAlgorithm):
             pick = jax.random.randint(key_sample, (B,), 0, jnp.minimum(seen, c.decoder_replay))
             data["replayed"] = jax.tree.map(lambda x: x[pick], buffer)
             extra = {"decoder_buffer": buffer, "decoder_seen": seen}
+        dqn = c.exploit_learner == "dqn"
+        if dqn:  # this update's exploitation transitions join the ring; each trial row draws dqn_batch of it
+            rows, keep = self.exploit_transitions(batch, exploit_mask, g, tasks.task_id, use_id)
+            ring, count = self.ring_add(ts.exploit_buffer, ts.exploit_count, rows, keep)
+            pick = jax.random.randint(key_dqn, (B, c.dqn_batch), 0, jnp.maximum(jnp.minimum(count, c.dqn_buffer), 1))
+            data["dqn"] = jax.tree.map(lambda x: x[pick], ring)
+            data["dqn_noise"] = jax.random.normal(key_dqn_noise, (B, c.dqn_batch, c.embed_dim))
+            data["exploit"] = jnp.zeros_like(data["exploit"])  # no PPO loss on the exploitation steps
+            extra = {**extra, "exploit_buffer": ring, "exploit_count": count}
+        target_params = params
 
         def loss_fn(p, d):
             logits, value, g = replay(p, d["batch"], d["task_id"], d["noise"], d["use_id"])
@@ -585,8 +682,13 @@ class Dream(InContextAlgorithm):
                 decoder = decoder + masked_mean(jnp.sum(jnp.square(g_r - f_r[:, None]), -1), r["reads"].astype(jnp.float32))
             bottleneck = jnp.mean(jnp.maximum(jnp.sum(jnp.square(f_now), -1), c.bottleneck))
             total = losses["explore"] + losses["exploit"] + c.decoder_coef * decoder + c.bottleneck_coef * bottleneck
-            return total, {"explore_loss": losses["explore"], "exploit_loss": losses["exploit"], "decoder_loss": decoder,
-                           "id_norm": jnp.mean(jnp.sum(jnp.square(f_now), -1))}
+            out = {"explore_loss": losses["explore"], "exploit_loss": losses["exploit"], "decoder_loss": decoder,
+                   "id_norm": jnp.mean(jnp.sum(jnp.square(f_now), -1))}
+            if dqn:
+                q_loss, q_mean = self.q_loss(p, target_params, d["dqn"], d["dqn_noise"])
+                total = total + c.dqn_coef * q_loss
+                out = {**out, "exploit_loss": q_loss, "q_mean": q_mean}
+            return total, out
 
         params, opt_state, stats = minibatch_epochs(loss_fn, self.optimizer(), params, ts.opt_state, data, c.minibatches, c.epochs, key_shuffle)
         env_reward = jnp.where(exploit_mask, batch["reward"], 0.0).sum(1)  # [B] exploitation return per trial
