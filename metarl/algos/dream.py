@@ -172,6 +172,13 @@ class DreamConfig:
     dqn_buffer: int = 102_400  #: exploitation transitions the "dqn" learner's replay ring keeps
     dqn_batch: int = 32  #: replayed transitions per trial of a minibatch (16 trials: 512 per gradient step)
     dqn_coef: float = 1.0  #: weight of the Q-learning loss (Huber) beside the other losses
+    #: further gradient steps of the Q-learning loss alone after the update's others, each on
+    #: `dqn_batch` x 16 replayed transitions, with their own Adam (the learning rate and its decay
+    #: the same), the target re-set to the current parameters every `dqn_target_every` of them.
+    #: The update's shared steps are few (4 x 32): Q-values back up one step of the cooking chain
+    #: per target; these are an MLP's, cheap beside the recurrent replay of the shared ones
+    dqn_steps: int = 0
+    dqn_target_every: int = 128
 
     def __post_init__(self):
         o = "dream"
@@ -193,6 +200,10 @@ class DreamConfig:
         check_int(o, "dqn_buffer", self.dqn_buffer, low=1, high=10_000_000)
         check_int(o, "dqn_batch", self.dqn_batch, low=1, high=65536)
         check_float(o, "dqn_coef", self.dqn_coef, low=0.0)
+        check_int(o, "dqn_steps", self.dqn_steps, low=0, high=100_000)
+        check_int(o, "dqn_target_every", self.dqn_target_every, low=1, high=100_000)
+        if self.dqn_steps % self.dqn_target_every:
+            raise ConfigError(f"dream: dqn_steps ({self.dqn_steps}) must be a multiple of dqn_target_every ({self.dqn_target_every})", "dqn_steps")
         if self.decoder not in DECODERS:
             raise ConfigError(f"dream: decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}", "decoder")
         for name in ("gamma", "gae_lambda", "id_fraction", "explore_epsilon_end", "exploit_epsilon_end"):
@@ -385,6 +396,7 @@ class DreamTrainState(TrainState):
     #: exploitation transitions
     exploit_buffer: Any = None
     exploit_count: jax.Array = None  #: int32, exploitation transitions written to the ring so far
+    dqn_opt_state: Any = None  #: the Adam state of the Q-learning-only steps (`dqn_steps`)
 
 
 @register
@@ -457,7 +469,38 @@ class Dream(InContextAlgorithm):
                                        "done": jnp.zeros((N,), bool), "task_id": jnp.zeros((N,), jnp.int32),
                                        "use_id": jnp.zeros((N,), bool), "z": jnp.zeros((N, c.embed_dim), jnp.float32)}
             extra["exploit_count"] = jnp.int32(0)
+            if c.dqn_steps:
+                extra["dqn_opt_state"] = self.dqn_optimizer().init(params)
         return extra
+
+    def dqn_optimizer(self):
+        """The Adam of the Q-learning-only steps (`dqn_steps`): the learning rate decays over the run as the shared one's."""
+        c = self.config
+        lr = optax.linear_schedule(c.lr, 0.0, c.lr_decay_updates * c.dqn_steps) if c.lr_decay_updates else c.lr
+        return adamw(lr, eps=1e-5, weight_decay=0.0, clip_norm=c.max_grad_norm)
+
+    def q_steps(self, params, opt_state, ring, count, key):
+        """`dqn_steps` gradient steps of the Q-learning loss alone on batches drawn from the ring, the
+        target re-set every `dqn_target_every`: (params, opt_state, the last loss)."""
+        c, opt = self.config, self.dqn_optimizer()
+        filled = jnp.maximum(jnp.minimum(count, c.dqn_buffer), 1)
+        n = 16 * c.dqn_batch
+
+        def step(carry, k):
+            p, state, target = carry
+            k_pick, k_noise = jax.random.split(k)
+            rows = jax.tree.map(lambda x: x[jax.random.randint(k_pick, (n,), 0, filled)], ring)
+            (loss, _), grads = jax.value_and_grad(self.q_loss, has_aux=True)(p, target, rows, jax.random.normal(k_noise, (n, c.embed_dim)))
+            updates, state = opt.update(grads, state, p)
+            return (optax.apply_updates(p, updates), state, target), loss
+
+        def round_(carry, k):
+            p, state = carry
+            (p, state, _), losses = jax.lax.scan(step, (p, state, p), jax.random.split(k, c.dqn_target_every))
+            return (p, state), losses[-1]
+
+        (params, opt_state), losses = jax.lax.scan(round_, (params, opt_state), jax.random.split(key, c.dqn_steps // c.dqn_target_every))
+        return params, opt_state, losses[-1]
 
     # --- one trial's recomputation (the rollout's steps, teacher-forced) ------------------------
     def decayed(self, update_step, steps: int, end: float):
@@ -598,7 +641,7 @@ class Dream(InContextAlgorithm):
         if c.decoder_replay:  # (split only then: runs without the reservoir keep their draws)
             key_ids, key_reservoir, key_sample = jax.random.split(key_ids, 3)
         if c.exploit_learner == "dqn":
-            key_ids, key_dqn, key_dqn_noise = jax.random.split(key_ids, 3)
+            key_ids, key_dqn, key_dqn_noise, key_q = jax.random.split(key_ids, 4)
         key_noise, key_use, key_shuffle = jax.random.split(key_ids, 3)
         noise = jax.random.normal(key_noise, (B, c.embed_dim))
         use_id = jax.random.uniform(key_use, (B,)) < c.id_fraction
@@ -691,6 +734,10 @@ class Dream(InContextAlgorithm):
             return total, out
 
         params, opt_state, stats = minibatch_epochs(loss_fn, self.optimizer(), params, ts.opt_state, data, c.minibatches, c.epochs, key_shuffle)
+        if dqn and c.dqn_steps:
+            params, dqn_opt_state, q_only = self.q_steps(params, ts.dqn_opt_state, ring, count, key_q)
+            extra["dqn_opt_state"] = dqn_opt_state
+            stats = {**stats, "q_only_loss": q_only}
         env_reward = jnp.where(exploit_mask, batch["reward"], 0.0).sum(1)  # [B] exploitation return per trial
         decoded = (~use_id).astype(jnp.float32)
         ts_b = batch["timestep"]
