@@ -208,6 +208,8 @@ def test_trial_length_defaults_to_the_familys_trial(capsys, monkeypatch):
     # and starts from the preset DREAM chooses: "held-out" where the family holds ids out, else the one
     # literally named "default" (by choice or by name); "paper" is the GRU
     assert seen["algo"].config == algos.dream.PRESETS["held-out"] and seen["algo"].config.id_init == 0.0
+    assert cli.main(["train", "dream", "cooking"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["held-out-dqn"]
+    assert seen["algo"].config.exploit_learner == "dqn"  # cooking's chain needs the replay learner
     assert cli.main(["train", "dream", "city"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["default"]
     assert seen["algo"].config.decoder == "posterior"
     assert cli.main(["train", "dream", "city", "--preset", "default"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["default"]
