@@ -20,7 +20,14 @@ with an instruction).
 
 Learner: PPO for both policies (the reference trains recurrent dueling double DQNs with sequence
 replay; PPO on whole trials is what this package's recurrent machinery runs fast, and the method's
-parts, the bottleneck, the decoder and the information-gain reward, are the reference's). One
+parts, the bottleneck, the decoder and the information-gain reward, are the reference's), or with
+`exploit_learner="dqn"` (the `held-out-dqn` preset, DREAM's choice on cooking) a dueling double DQN
+for the exploitation policy: the same MLP's two heads as Q = v + a - mean(a), acting
+epsilon-greedily, learning from a ring of the run's last `dqn_buffer` exploitation transitions
+(each with its id, whether its trial read the id, and the decoder's z it exploited with) in every
+gradient step of the update beside the other losses, its target the parameters the update started
+from. PPO's exploitation learner never learns cooking's chain (pick up, carry, drop, twice): it
+settles in a loop of picking up and dropping away from the bowl (benchmarks/dream_exploit_trace.py). One
 `update` = `trials_per_update` whole trials (the one rollout primitive over `Trial(env, episodes)`,
 every trial on a fresh training task), the rewards relabelled with the decoder, GAE (exploration and
 exploitation are separate episodes), then `epochs` passes of `minibatches` gradient steps each on
