@@ -271,7 +271,7 @@ def test_eval_scores_a_distraction_run_on_its_held_out_ids(tmp_path, monkeypatch
         evaluate_run(out, tasks=5, baselines=[], split="bogus")
 
 
-DQN = {**TINY, "exploit_learner": "dqn", "dqn_buffer": 64, "dqn_batch": 3, "exploit_epsilon_steps": 320, "exploit_epsilon_end": 0.1}
+DQN = {**TINY, "exploit_learner": "dqn", "dqn_buffer": 96, "dqn_batch": 3, "exploit_epsilon_steps": 320, "exploit_epsilon_end": 0.1}
 
 
 def test_dqn_exploitation_acts_greedily_on_dueling_q_and_its_loss_by_hand():
@@ -315,7 +315,9 @@ def test_dqn_exploitation_acts_greedily_on_dueling_q_and_its_loss_by_hand():
 
 
 def test_dqn_replay_holds_each_trials_exploitation_transitions_in_order():
-    algo = algos.make("dream", CITY, 2, **{**DQN, "dqn_buffer": 5})
+    algo = algos.make("dream", CITY, 2, **DQN)
+    with pytest.raises(ConfigError, match="must hold an update's exploitation transitions"):  # TINY: 4 trials x 20 steps
+        algos.make("dream", CITY, 2, **{**DQN, "dqn_buffer": 79})
     # two trials of 5 steps: exploration at 0-1 (trial 0) and 0-2 (trial 1), then exploitation; trial 1's last step invalid
     T = 5
     episode = jnp.array([[0, 0, 1, 1, 1], [0, 0, 0, 1, 1]])

@@ -177,10 +177,10 @@ class DreamConfig:
     exploit_learner: str = "ppo"
     exploit_epsilon_end: float = 0.0  #: the exploitation policy's final epsilon (see `exploit_epsilon_steps`)
     dqn_buffer: int = 102_400  #: exploitation transitions the "dqn" learner's replay ring keeps
-    dqn_batch: int = 32  #: replayed transitions per trial of a minibatch (16 trials: 512 per gradient step)
+    dqn_batch: int = 32  #: replayed transitions per trial of a minibatch (16 trials by default: 512 per gradient step)
     dqn_coef: float = 1.0  #: weight of the Q-learning loss (Huber) beside the other losses
     #: further gradient steps of the Q-learning loss alone after the update's others, each on
-    #: `dqn_batch` x 16 replayed transitions, with their own Adam (the learning rate and its decay
+    #: `dqn_batch` x (trials per minibatch) replayed transitions, with their own Adam (the learning rate and its decay
     #: the same), the target re-set to the current parameters every `dqn_target_every` of them.
     #: The update's shared steps are few (4 x 32): Q-values back up one step of the cooking chain
     #: per target; these are an MLP's, cheap beside the recurrent replay of the shared ones
@@ -444,6 +444,11 @@ class Dream(InContextAlgorithm):
             raise ConfigError(f"dream: needs a two-phase family (city, distraction, map, cooking); {self.env.name} has no exploration phase")
         if self.episodes < 2:
             raise ConfigError(f"dream: a trial needs an exploration episode and at least one exploitation episode (episodes >= 2), got {self.episodes}")
+        c = self.config
+        per_update = c.trials_per_update * (self.episodes - 1) * self.env.max_steps
+        if c.exploit_learner == "dqn" and c.dqn_buffer < per_update:
+            raise ConfigError(f"dream: dqn_buffer ({c.dqn_buffer}) must hold an update's exploitation transitions "
+                              f"(trials_per_update x exploitation steps: {per_update})", "dqn_buffer")
         super().__post_init__()
 
     def for_run(self, total_updates, saved_config=None):
@@ -503,7 +508,7 @@ class Dream(InContextAlgorithm):
         target re-set every `dqn_target_every`: (params, opt_state, the last loss)."""
         c, opt = self.config, self.dqn_optimizer()
         filled = jnp.maximum(jnp.minimum(count, c.dqn_buffer), 1)
-        n = 16 * c.dqn_batch
+        n = c.trials_per_update // c.minibatches * c.dqn_batch  # as many as a shared step replays
 
         def step(carry, k):
             p, state, target = carry
