@@ -94,6 +94,11 @@ def reads_exploration(timestep: TimeStep) -> jax.Array:
     return ~timestep.first & ((timestep.episode_index == 0) | ((timestep.episode_index == 1) & timestep.done))
 
 
+def dueling(advantage: jax.Array, value: jax.Array) -> jax.Array:
+    """Dueling Q-values [..., A] from the action head [..., A] and the value head [...]: v + a - mean(a)."""
+    return value[..., None] + advantage - jnp.mean(advantage, axis=-1, keepdims=True)
+
+
 DECODERS = ("gru", "posterior")
 EXPLOIT_LEARNERS = ("ppo", "dqn")
 
@@ -307,9 +312,8 @@ class DreamNetworks(nn.Module):
         return self.exploit_pi(x), self.exploit_v(x)[..., 0]
 
     def q_values(self, obs, z):
-        """The "dqn" exploitation learner's dueling Q-values: the value head plus the centred action head."""
-        a, v = self.exploit(obs, z)
-        return v[..., None] + a - jnp.mean(a, axis=-1, keepdims=True)
+        """The "dqn" exploitation learner's Q-values (`dueling` of the exploitation heads)."""
+        return dueling(*self.exploit(obs, z))
 
     def __call__(self, obs, transition, x):  # touches every part (init)
         he = jnp.zeros(x.shape[:-1] + (self.explorer_hidden,))
@@ -385,8 +389,7 @@ class DreamAgent(Agent):
         z = jnp.where(carry["use_id"], carry["z_id"], jax.lax.stop_gradient(g))
         logits_x, value_x = net.apply(params, obs, z, method=DreamNetworks.exploit)
         if self.exploit_learner == "dqn":  # acts greedily on Q (as logits: 0 for the argmax, -30 elsewhere)
-            q = net.apply(params, obs, z, method=DreamNetworks.q_values)
-            logits_x = jnp.where(jnp.arange(self.env.num_actions) == jnp.argmax(q), 0.0, -30.0)
+            logits_x = jnp.where(jnp.arange(self.env.num_actions) == jnp.argmax(dueling(logits_x, value_x)), 0.0, -30.0)
         eps_x = carry["exploit_epsilon"]  # the same mixture for the exploitation policy (training; 0 by default)
         logits_x = jnp.where(eps_x > 0, mix_uniform(logits_x, eps_x), logits_x)
         logits = jnp.where(exploring, logits_e, logits_x)
@@ -463,12 +466,15 @@ class Dream(InContextAlgorithm):
     def agent(self, greedy: bool = True) -> DreamAgent:
         return agent_from_config(DreamAgent, self.env, self.episodes, self.config, greedy=greedy)
 
-    def optimizer(self):
+    def optimizer(self, steps_per_update: int | None = None):
+        """Adam, its learning rate decayed linearly to 0 over `lr_decay_updates` updates of
+        `steps_per_update` gradient steps (the shared ones', epochs x minibatches, by default)."""
         c = self.config
         if c.lr_decay_updates is None:
             raise ConfigError("dream: lr_decay_updates=None means the run's own length, which metarl.run.train sets; "
                               "give a number of updates (0: a constant learning rate) to use the algorithm outside it", "lr_decay_updates")
-        lr = optax.linear_schedule(c.lr, 0.0, c.lr_decay_updates * c.epochs * c.minibatches) if c.lr_decay_updates else c.lr
+        steps = c.epochs * c.minibatches if steps_per_update is None else steps_per_update
+        lr = optax.linear_schedule(c.lr, 0.0, c.lr_decay_updates * steps) if c.lr_decay_updates else c.lr
         return adamw(lr, eps=1e-5, weight_decay=0.0, clip_norm=c.max_grad_norm)
 
     def init_params(self, key_params):
@@ -495,26 +501,25 @@ class Dream(InContextAlgorithm):
                                        "use_id": jnp.zeros((N,), bool), "z": jnp.zeros((N, c.embed_dim), jnp.float32)}
             extra["exploit_count"] = jnp.int32(0)
             if c.dqn_steps:
-                extra["dqn_opt_state"] = self.dqn_optimizer().init(params)
+                extra["dqn_opt_state"] = self.optimizer(c.dqn_steps).init(params)
         return extra
 
-    def dqn_optimizer(self):
-        """The Adam of the Q-learning-only steps (`dqn_steps`): the learning rate decays over the run as the shared one's."""
-        c = self.config
-        lr = optax.linear_schedule(c.lr, 0.0, c.lr_decay_updates * c.dqn_steps) if c.lr_decay_updates else c.lr
-        return adamw(lr, eps=1e-5, weight_decay=0.0, clip_norm=c.max_grad_norm)
+    def ring_sample(self, ring, count, key, shape):
+        """Rows drawn uniformly from the filled part of the ring (after `count` writes), [*shape, ...]."""
+        filled = jnp.maximum(jnp.minimum(count, self.config.dqn_buffer), 1)
+        return jax.tree.map(lambda x: x[jax.random.randint(key, shape, 0, filled)], ring)
 
     def q_steps(self, params, opt_state, ring, count, key):
         """`dqn_steps` gradient steps of the Q-learning loss alone on batches drawn from the ring, the
         target re-set every `dqn_target_every`: (params, opt_state, the last loss)."""
-        c, opt = self.config, self.dqn_optimizer()
-        filled = jnp.maximum(jnp.minimum(count, c.dqn_buffer), 1)
+        c = self.config
+        opt = self.optimizer(c.dqn_steps)  # their own Adam state, the same learning rate and decay
         n = c.trials_per_update // c.minibatches * c.dqn_batch  # as many as a shared step replays
 
         def step(carry, k):
             p, state, target = carry
             k_pick, k_noise = jax.random.split(k)
-            rows = jax.tree.map(lambda x: x[jax.random.randint(k_pick, (n,), 0, filled)], ring)
+            rows = self.ring_sample(ring, count, k_pick, (n,))
             (loss, _), grads = jax.value_and_grad(self.q_loss, has_aux=True)(p, target, rows, jax.random.normal(k_noise, (n, c.embed_dim)))
             updates, state = opt.update(grads, state, p)
             return (optax.apply_updates(p, updates), state, target), loss
@@ -593,8 +598,8 @@ class Dream(InContextAlgorithm):
         net = agent.network
         obs, next_obs = agent.encode(rows["obs"].astype(jnp.float32)), agent.encode(rows["next_obs"].astype(jnp.float32))
         use_id = rows["use_id"][..., None]
-        z = jnp.where(use_id, net.apply(params, rows["task_id"], method=DreamNetworks.id_embedding) + c.noise * noise, rows["z"])
-        z_target = jnp.where(use_id, net.apply(target, rows["task_id"], method=DreamNetworks.id_embedding) + c.noise * noise, rows["z"])
+        z = jnp.where(use_id, self.noisy_id_embedding(params, rows["task_id"], noise), rows["z"])
+        z_target = jnp.where(use_id, self.noisy_id_embedding(target, rows["task_id"], noise), rows["z"])
         q = net.apply(params, obs, z, method=DreamNetworks.q_values)
         q_sa = jnp.take_along_axis(q, rows["action"].astype(jnp.int32)[..., None], axis=-1)[..., 0]
         best = jnp.argmax(jax.lax.stop_gradient(net.apply(params, next_obs, z, method=DreamNetworks.q_values)), axis=-1)
@@ -726,8 +731,7 @@ class Dream(InContextAlgorithm):
         if dqn:  # this update's exploitation transitions join the ring; each trial row draws dqn_batch of it
             rows, keep = self.exploit_transitions(batch, exploit_mask, g, tasks.task_id, use_id)
             ring, count = self.ring_add(ts.exploit_buffer, ts.exploit_count, rows, keep)
-            pick = jax.random.randint(key_dqn, (B, c.dqn_batch), 0, jnp.maximum(jnp.minimum(count, c.dqn_buffer), 1))
-            data["dqn"] = jax.tree.map(lambda x: x[pick], ring)
+            data["dqn"] = self.ring_sample(ring, count, key_dqn, (B, c.dqn_batch))
             data["dqn_noise"] = jax.random.normal(key_dqn_noise, (B, c.dqn_batch, c.embed_dim))
             data["exploit"] = jnp.zeros_like(data["exploit"])  # no PPO loss on the exploitation steps
             extra = {**extra, "exploit_buffer": ring, "exploit_count": count}
