@@ -251,6 +251,16 @@ def test_the_relative_step_cost_and_a_zero_id_table():
     assert not np.asarray(params["params"]["f"]["embedding"]).any()  # every id starts at the same (zero) row
     with pytest.raises(ConfigError, match="id_init"):
         algos.make("dream", CITY, 2, id_init=-1.0)
+    # id_scale multiplies the table's rows: the same parameters give f x 3 (and the posterior decoder's mean of it)
+    from metarl.algos.dream import DreamNetworks
+    ids = jnp.arange(3)
+    scaled = algos.make("dream", CITY, 2, **{**TINY, "id_scale": 3.0})
+    params = scaled.init(jax.random.PRNGKey(0)).params
+    f1 = algos.make("dream", CITY, 2, **TINY).agent().network.apply(params, ids, method=DreamNetworks.id_embedding)
+    f3 = scaled.agent().network.apply(params, ids, method=DreamNetworks.id_embedding)
+    np.testing.assert_allclose(f3, 3 * f1, rtol=1e-6)
+    with pytest.raises(ConfigError, match="id_scale"):
+        algos.make("dream", CITY, 2, id_scale=-1.0)
 
 
 def test_eval_scores_a_distraction_run_on_its_held_out_ids(tmp_path, monkeypatch):
@@ -310,6 +320,10 @@ def test_dqn_exploitation_acts_greedily_on_dueling_q_and_its_loss_by_hand():
     huber = lambda x: 0.5 * x**2 if abs(x) <= 1 else abs(x) - 0.5  # noqa: E731
     assert float(loss) == pytest.approx((huber(q0 - y0) + huber(q1 - y1)) / 2, rel=1e-5)
     assert float(q_mean) == pytest.approx((q0 + q1) / 2, rel=1e-5)
+    # an n-step row (its reward the n rewards' discounted sum) bootstraps with gamma^n
+    three = algos.make("dream", metarl.make("cooking"), 2, **{**DQN, "dqn_nstep": 3})
+    y0_3 = -0.1 + 0.99**3 * Q(other, rows["next_obs"][0], z0_target)[np.argmax(Q(params, rows["next_obs"][0], z0))]
+    assert float(three.q_loss(params, other, rows, noise)[0]) == pytest.approx((huber(q0 - y0_3) + huber(q1 - y1)) / 2, rel=1e-5)
     with pytest.raises(ConfigError, match="exploit_learner must be one of ppo, dqn"):
         algos.make("dream", CITY, 2, exploit_learner="sarsa")
 
@@ -340,6 +354,17 @@ def test_dqn_replay_holds_each_trials_exploitation_transitions_in_order():
     np.testing.assert_array_equal(np.asarray(rows["task_id"])[kept], [7, 7, 7, 8])
     np.testing.assert_array_equal(np.asarray(rows["use_id"])[kept], [True, True, True, False])
     np.testing.assert_array_equal(np.asarray(rows["z"])[kept, 0], [2, 3, 4, 8])
+    # n-step transitions (dqn_nstep 2): two rewards discounted, the observation two steps on, none past the episode's done
+    rows2, _ = algos.make("dream", CITY, 2, **{**DQN, "dqn_nstep": 2}).exploit_transitions(batch, valid & (episode == 1), g, jnp.array([7, 8]),
+                                                                                            jnp.array([True, False]))
+    np.testing.assert_allclose(np.asarray(rows2["reward"])[kept], [0.2 + 0.99 * 0.3, 0.3 + 0.99 * 0.4, 0.4, 0.8], rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(rows2["next_obs"])[kept, 0], [104, 0, 0, 109])
+    np.testing.assert_array_equal(np.asarray(rows2["done"])[kept], [False, True, True, True])
+    rows3, _ = algos.make("dream", CITY, 2, **{**DQN, "dqn_nstep": 3}).exploit_transitions(batch, valid & (episode == 1), g, jnp.array([7, 8]),
+                                                                                            jnp.array([True, False]))
+    np.testing.assert_allclose(np.asarray(rows3["reward"])[kept][0], 0.2 + 0.99 * 0.3 + 0.99**2 * 0.4, rtol=1e-6)
+    with pytest.raises(ConfigError, match="dqn_nstep"):
+        algos.make("dream", CITY, 2, **{**DQN, "dqn_nstep": 0})
     # the ring keeps the kept rows in order, the oldest overwritten
     ring = {"action": jnp.full((5,), -1, jnp.int32)}
     ring, count = algo.ring_add(ring, jnp.int32(3), {"action": rows["action"]}, keep)

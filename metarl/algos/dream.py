@@ -172,6 +172,10 @@ class DreamConfig:
     #: learns on the training ids does not hold on held-out ones. 0: every row starts the same
     #: (the "held-out" preset)
     id_init: float = 1.0
+    #: f(id) = `id_scale` x the table's row: Adam moves every entry about lr a step whatever its
+    #: gradient's size, so this multiplies how fast f can grow (from `id_init` 0 it grows only where
+    #: the exploitation rewards push it)
+    id_scale: float = 1.0
     #: the exploitation learner: "ppo" (the policy head, on the update's own trials) or "dqn" (the
     #: reference's kind: a dueling double Q-network on the same MLP, Q = v + a - mean(a), learning
     #: from a replay of `dqn_buffer` exploitation transitions, `dqn_batch` of them per trial row in
@@ -191,6 +195,11 @@ class DreamConfig:
     #: per target; these are an MLP's, cheap beside the recurrent replay of the shared ones
     dqn_steps: int = 0
     dqn_target_every: int = 128
+    #: the "dqn" learner's targets are n-step returns (Rainbow's): each replayed transition carries
+    #: the discounted rewards of its next `dqn_nstep` steps (fewer where the episode ends) and the
+    #: observation after them, bootstrapped with gamma^n: a value backs up n steps per target
+    #: network instead of one (cooking's chain of sub-goals is about 8 steps long)
+    dqn_nstep: int = 1
 
     def __post_init__(self):
         o = "dream"
@@ -201,7 +210,7 @@ class DreamConfig:
             check_int(o, "lr_decay_updates", self.lr_decay_updates, low=0)
         if self.trials_per_update % self.minibatches:
             raise ConfigError(f"dream: trials_per_update ({self.trials_per_update}) must be a multiple of minibatches ({self.minibatches})")
-        for name in ("id_init", "max_grad_norm", "noise", "bottleneck", "bottleneck_coef", "decoder_coef", "info_penalty", "ent_coef", "vf_coef"):
+        for name in ("id_init", "id_scale", "max_grad_norm", "noise", "bottleneck", "bottleneck_coef", "decoder_coef", "info_penalty", "ent_coef", "vf_coef"):
             check_float(o, name, getattr(self, name), low=0.0)
         check_int(o, "explore_epsilon_steps", self.explore_epsilon_steps, low=0)
         check_int(o, "explore_full_steps", self.explore_full_steps, low=0)
@@ -214,6 +223,7 @@ class DreamConfig:
         check_float(o, "dqn_coef", self.dqn_coef, low=0.0)
         check_int(o, "dqn_steps", self.dqn_steps, low=0, high=100_000)
         check_int(o, "dqn_target_every", self.dqn_target_every, low=1, high=100_000)
+        check_int(o, "dqn_nstep", self.dqn_nstep, low=1, high=1000)
         if self.dqn_steps % self.dqn_target_every:
             raise ConfigError(f"dream: dqn_steps ({self.dqn_steps}) must be a multiple of dqn_target_every ({self.dqn_target_every})", "dqn_steps")
         if self.decoder not in DECODERS:
@@ -258,6 +268,7 @@ class DreamNetworks(nn.Module):
     decoder_kind: str = "gru"
     train_ids: tuple[int, ...] = ()  #: the ids the "posterior" decoder's evidence ranges over
     id_init: float = 1.0  #: std of f's initial entries
+    id_scale: float = 1.0  #: f = id_scale x the table
 
     def setup(self):
         # N(0, 1) entries as the reference (torch.nn.Embedding): ||f||^2 starts near embed_dim, the
@@ -279,7 +290,7 @@ class DreamNetworks(nn.Module):
         self.exploit_v = nn.Dense(1)
 
     def id_embedding(self, task_id):
-        return self.f(task_id)
+        return self.id_scale * self.f(task_id)
 
     def explore(self, h, x):
         h, y = self.explorer_cell(h, nn.relu(self.explorer_in(x)))
@@ -302,7 +313,7 @@ class DreamNetworks(nn.Module):
     def decode(self, h):
         if self.decoder_kind == "gru":
             return self.decoder_out(nn.relu(self.decoder_mid(h)))
-        f = jax.lax.stop_gradient(self.f(jnp.asarray(self.train_ids, jnp.int32)))  # the decoder's loss must not move f
+        f = jax.lax.stop_gradient(self.id_embedding(jnp.asarray(self.train_ids, jnp.int32)))  # the decoder's loss must not move f
         return jax.nn.softmax(h, axis=-1) @ f
 
     def exploit(self, obs, z):
@@ -339,6 +350,7 @@ class DreamAgent(Agent):
     one_hot_obs: bool = True
     decoder: str = "gru"
     id_init: float = 1.0
+    id_scale: float = 1.0
     exploit_learner: str = "ppo"
     greedy: bool = True
 
@@ -349,7 +361,7 @@ class DreamAgent(Agent):
     @property
     def network(self) -> DreamNetworks:
         return DreamNetworks(self.env.num_actions, self.env.num_ids, self.embed_dim, self.explorer_hidden, self.decoder_hidden,
-                             tuple(self.exploit_hidden), self.decoder, self.train_ids, self.id_init)
+                             tuple(self.exploit_hidden), self.decoder, self.train_ids, self.id_init, self.id_scale)
 
     @property
     def train_ids(self) -> tuple[int, ...]:
@@ -576,9 +588,28 @@ class Dream(InContextAlgorithm):
 
         ts_b = batch["timestep"]
         next_obs = jnp.concatenate([ts_b.outcome_obs[:, 1:], jnp.zeros_like(ts_b.obs[:, :1])], axis=1)  # where step t's action led
-        rows = {"obs": take(ts_b.obs), "next_obs": take(next_obs), "action": take(batch["action"]), "reward": take(batch["reward"]),
-                "done": take(batch["done"]), "task_id": jnp.repeat(task_id, K), "use_id": jnp.repeat(use_id, K), "z": take(g)}
+        reward, next_obs, done = self.n_step(batch["reward"], next_obs, batch["done"])
+        rows = {"obs": take(ts_b.obs), "next_obs": take(next_obs), "action": take(batch["action"]),
+                "reward": take(reward), "done": take(done), "task_id": jnp.repeat(task_id, K), "use_id": jnp.repeat(use_id, K), "z": take(g)}
         return rows, take(exploit_mask)
+
+    def n_step(self, reward, next_obs, done):
+        """`dqn_nstep`-step transitions of trials [B, T, ...] in step order: at each step t the
+        rewards of steps t .. t+n-1 discounted by gamma (none after the episode's done), the
+        observation the last of them led to, and whether the episode ended among them (then no
+        bootstrap; else the target bootstraps with gamma^n). n = 1: the recorded transitions."""
+        gamma = self.config.gamma
+
+        def ahead(x, k, fill):  # x[:, t + k], `fill` past the trial's end
+            return jnp.concatenate([x[:, k:], jnp.full_like(x[:, :k], fill)], axis=1) if k else x
+
+        total, last, ended = jnp.zeros_like(reward), next_obs, jnp.zeros_like(done)
+        for k in range(self.config.dqn_nstep):
+            live = ~ended
+            total = total + jnp.where(live, gamma**k * ahead(reward, k, 0), 0.0)
+            last = jnp.where(live.reshape(live.shape + (1,) * (next_obs.ndim - 2)), ahead(next_obs, k, 0), last)
+            ended = ended | (live & ahead(done, k, True))
+        return total, last, ended
 
     def ring_add(self, buffer, count, rows, keep):
         """The rows where `keep` written to the ring `buffer` after `count` earlier ones (in order, the
@@ -592,8 +623,9 @@ class Dream(InContextAlgorithm):
     def q_loss(self, params, target, rows, noise):
         """Double Q-learning's Huber loss on replayed exploitation transitions (leading dims any):
         z = f(id) + `noise` x the given draws for trials that read the id, their stored decoder z
-        otherwise; the target r + gamma (1 - done) Q_target(s', argmax_a Q(s', a)), `target` the
-        parameters the update started from. Returns (loss, mean Q(s, a))."""
+        otherwise; the target r + gamma^n (1 - done) Q_target(s', argmax_a Q(s', a)) (n `dqn_nstep`:
+        r, s' and done are `n_step`'s), `target` the parameters the update started from. Returns
+        (loss, mean Q(s, a))."""
         c, agent = self.config, self.agent()
         net = agent.network
         obs, next_obs = agent.encode(rows["obs"].astype(jnp.float32)), agent.encode(rows["next_obs"].astype(jnp.float32))
@@ -604,7 +636,7 @@ class Dream(InContextAlgorithm):
         q_sa = jnp.take_along_axis(q, rows["action"].astype(jnp.int32)[..., None], axis=-1)[..., 0]
         best = jnp.argmax(jax.lax.stop_gradient(net.apply(params, next_obs, z, method=DreamNetworks.q_values)), axis=-1)
         q_next = jnp.take_along_axis(net.apply(target, next_obs, z_target, method=DreamNetworks.q_values), best[..., None], axis=-1)[..., 0]
-        y = jax.lax.stop_gradient(rows["reward"] + c.gamma * (1.0 - rows["done"].astype(jnp.float32)) * q_next)
+        y = jax.lax.stop_gradient(rows["reward"] + c.gamma**c.dqn_nstep * (1.0 - rows["done"].astype(jnp.float32)) * q_next)
         return jnp.mean(optax.huber_loss(q_sa, y)), jnp.mean(q_sa)
 
     def replay(self, params, batch, task_id, noise, use_id, epsilon, may_end=True, exploit_epsilon=0.0):
