@@ -198,7 +198,9 @@ class DreamConfig:
     #: the "dqn" learner's targets are n-step returns (Rainbow's): each replayed transition carries
     #: the discounted rewards of its next `dqn_nstep` steps (fewer where the episode ends) and the
     #: observation after them, bootstrapped with gamma^n: a value backs up n steps per target
-    #: network instead of one (cooking's chain of sub-goals is about 8 steps long)
+    #: network instead of one. On cooking (held-out-dqn, one seed x 2M) 3 steps did worse: the training
+    #: ids' greedy return reading f(id) -0.70 (1 step: -0.28 for the same seed); the returns of the
+    #: replay's older, more random behaviour make pessimistic targets
     dqn_nstep: int = 1
 
     def __post_init__(self):
