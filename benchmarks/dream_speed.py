@@ -1,8 +1,8 @@
 """DREAM's training speed on `distraction`: our env steps per second beside the reference
 implementation's (ezliu/dream, PyTorch), measured in the same invocation on this machine.
 
-Ours: `dream` on distraction (one exploration and one exploitation episode per trial, the default
-config), `--seeds` seeds vmapped; the rate is env steps (both episodes, all seeds) per second of
+Ours: `dream` on distraction (one exploration and one exploitation episode per trial, the preset
+DREAM chooses there), `--seeds` seeds vmapped; the rate is env steps (both episodes, all seeds) per second of
 training after the first chunk (compilation excluded), over `--updates` updates.
 
 The reference (optional, `--reference DIR`): DIR holds the reference source and a virtual
@@ -53,7 +53,7 @@ def ours(seeds: int, updates: int) -> dict:
     jax.block_until_ready(sums)
     seconds = time.perf_counter() - start
     steps = updates * algo.steps_per_update * seeds
-    return {"seeds": seeds, "updates": updates, "env_steps": steps, "seconds": seconds, "first_chunk_seconds": compile_s,
+    return {"preset": algo.default_preset(algo.env)[0], "exploit_learner": algo.config.exploit_learner, "seeds": seeds, "updates": updates, "env_steps": steps, "seconds": seconds, "first_chunk_seconds": compile_s,
             "env_steps_per_second": steps / seconds}
 
 
@@ -84,12 +84,15 @@ def main(argv=None):
     if args.reference:
         data["reference"] = reference(args.reference, args.reference_seconds)
     elif "reference" in earlier:  # measured in an earlier invocation, side by side with our code of then
-        data["reference"] = {**earlier["reference"], "earlier": True, "measured_with": earlier.get("meta"),
-                             "ours_then": earlier.get("ours")}
+        # what it was measured beside: kept from the invocation that ran it, not the last one's
+        first = earlier["reference"].get("earlier")
+        data["reference"] = {**earlier["reference"], "earlier": True,
+                             "measured_with": earlier["reference"]["measured_with"] if first else earlier.get("meta"),
+                             "ours_then": earlier["reference"]["ours_then"] if first else earlier.get("ours")}
     data["ours"] = ours(args.seeds, args.updates)
     data["meta_after"] = common.machine()
     o = data["ours"]
-    rows = [["metarl dream (PPO, jitted)", f"{o['seeds']}", f"{o['env_steps']:,}", f"{o['seconds']:.1f}", f"{o['env_steps_per_second']:,.0f}"]]
+    rows = [[f"metarl dream ({o['preset']}: {o['exploit_learner'].upper()} exploitation, jitted)", f"{o['seeds']}", f"{o['env_steps']:,}", f"{o['seconds']:.1f}", f"{o['env_steps_per_second']:,.0f}"]]
     if "reference" in data:
         r = data["reference"]
         name = "reference (PyTorch DQN, early phase)" + (", measured in an earlier invocation" if r.get("earlier") else "")

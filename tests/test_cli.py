@@ -205,11 +205,9 @@ def test_trial_length_defaults_to_the_familys_trial(capsys, monkeypatch):
     monkeypatch.setattr("metarl.run.train", fake_train)
     base = ["--steps", "1000", "--out", "runs/x"]
     assert cli.main(["train", "dream", "distraction"] + base) == 130 and seen["algo"].episodes == 2
-    # and starts from the preset DREAM chooses: "held-out-dqn-l2" on distraction, "held-out-dqn" on
-    # cooking, "held-out" where another family holds ids out, else the one literally named "default"
-    # (by choice or by name); "paper" is the GRU
-    assert seen["algo"].config == algos.dream.PRESETS["held-out-dqn-l2"] and seen["algo"].config.id_init == 0.0
-    assert seen["algo"].config.bottleneck == 0.0 and seen["algo"].config.bottleneck_coef > 0  # the always-on L2 pull on f
+    # and starts from the preset DREAM chooses: "held-out" where the family holds ids out, else the one
+    # literally named "default" (by choice or by name); "paper" is the GRU
+    assert seen["algo"].config == algos.dream.PRESETS["held-out"] and seen["algo"].config.id_init == 0.0
     assert cli.main(["train", "dream", "cooking"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["held-out-dqn"]
     assert seen["algo"].config.exploit_learner == "dqn"  # cooking's chain needs the replay learner
     assert cli.main(["train", "dream", "city"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["default"]

@@ -27,7 +27,8 @@ epsilon-greedily, learning from a ring of the run's last `dqn_buffer` exploitati
 (each with its id, whether its trial read the id, and the decoder's z it exploited with) in every
 gradient step of the update beside the other losses, its target the parameters the update started
 from. PPO's exploitation learner never learns cooking's chain (pick up, carry, drop, twice): it
-settles in a loop of picking up and dropping away from the bowl (benchmarks/dream_exploit_trace.py). One
+takes the first sub-goal's +0.25 and then ends the episode, wanders or drops to no end
+(benchmarks/dream_exploit_trace.py). One
 `update` = `trials_per_update` whole trials (the one rollout primitive over `Trial(env, episodes)`,
 every trial on a fresh training task), the rewards relabelled with the decoder, GAE (exploration and
 exploitation are separate episodes), then `epochs` passes of `minibatches` gradient steps each on
@@ -181,8 +182,8 @@ class DreamConfig:
     #: from a replay of `dqn_buffer` exploitation transitions, `dqn_batch` of them per trial row in
     #: each of the update's gradient steps, its target the parameters the update started from,
     #: acting epsilon-greedily, epsilon 1 -> `exploit_epsilon_end` over `exploit_epsilon_steps`).
-    #: On cooking a PPO learner reading f(id) settles in a loop (pick up +0.25, drop away from the
-    #: bowl -0.35, -0.05 a step, better than walking) and never cooks (benchmarks/dream_exploit_trace)
+    #: On cooking a PPO learner reading f(id) takes the first sub-goal's +0.25 and then ends the
+    #: episode, wanders or drops to no end: it never cooks (benchmarks/dream_exploit_trace)
     exploit_learner: str = "ppo"
     exploit_epsilon_end: float = 0.0  #: the exploitation policy's final epsilon (see `exploit_epsilon_steps`)
     dqn_buffer: int = 102_400  #: exploitation transitions the "dqn" learner's replay ring keeps
@@ -246,25 +247,15 @@ PRESETS: dict[str, DreamConfig] = {
     "held-out": DreamConfig(decoder="posterior", decoder_replay=16384, id_init=0.0, info_penalty_relative=True),
     # cooking: "held-out" with the DQN exploitation learner (epsilon 1 -> 0.01 over 250k steps, as the
     # reference's) and 128 Q-learning-only steps per update. PPO's exploitation, even reading f(id),
-    # loops on the first sub-goal and never cooks. One seed x 2M, greedy on the test id: -0.72 without
+    # stops after the first sub-goal and never cooks. One seed x 2M, greedy on the test id: -0.72 without
     # the Q-only steps (3 seeds: -0.58; PPO's -1.56), -0.23 with them (1.65x the training time).
-    # On distraction the DQN learner fits the training ids (0.74) and falls on held-out ones (0.29, with
-    # noise 0.3 on f as well; PPO 0.48), so it stays there. With the GRU decoder instead of the
+    # On distraction this preset fits the training ids (0.74) and falls on held-out ones (0.29, with
+    # noise 0.3 on f as well; PPO 0.48); with an always-on pull on f and a dearer exploration step as
+    # well, 0.32 and 0.34 over 3 seeds (docs/dream.md). With the GRU decoder instead of the
     # posterior one: 0.05 on the test id for one seed, but 3 seeds x 2M -1.39 (one seed -3.10)
     "held-out-dqn": DreamConfig(decoder="posterior", decoder_replay=16384, id_init=0.0, info_penalty_relative=True,
                                 exploit_learner="dqn", exploit_epsilon_steps=250_000, exploit_epsilon_end=0.01, dqn_batch=256,
                                 dqn_steps=128),
-    # distraction: the DQN exploitation learner (0.78 reading f(id), PPO's 0.60-0.68), f under an
-    # always-on penalty 0.003 ||f||^2 (bottleneck 0) and a step cost 0.3 x ||f||^2 / 10. Below the
-    # bottleneck of 10, f kept what the Q-loss's noise wrote per id (a fifth of ||f||^2 told ids of
-    # one helpful permutation apart); the L2 pull removes it (1/300 of ||f||^2 left). The training
-    # split ties the distracting buses to the helpful ones (ids 0, 11, 22, ...), so a ride on one is
-    # worth information on the training ids and misleads the decoder on held-out ones: with the step
-    # cost at 0.1 the explorer rode them (20 steps, 5 rides; held out 0.36), at 0.3 it rides the three
-    # helpful buses and stops (11 steps; held out 0.78), at 1.0 it stops after one ride (0.42). One seed x 2M each
-    "held-out-dqn-l2": DreamConfig(decoder="posterior", decoder_replay=16384, id_init=0.0, info_penalty_relative=True,
-                                   exploit_learner="dqn", exploit_epsilon_steps=250_000, exploit_epsilon_end=0.01, dqn_batch=256,
-                                   bottleneck=0.0, bottleneck_coef=0.003, info_penalty=0.3),
     "paper": DreamConfig(),  # the paper's GRU decoder, trained on the update's own trials only
 }
 
@@ -463,9 +454,6 @@ class Dream(InContextAlgorithm):
         if getattr(env, "name", None) == "cooking":
             return "held-out-dqn", ("DREAM with the posterior decoder, its reservoir of 16,384 exploration episodes, f started at "
                                     "zero, and a DQN exploitation learner (PPO's never learns cooking's chain)")
-        if getattr(env, "name", None) == "distraction":
-            return "held-out-dqn-l2", ("DREAM with the posterior decoder and its reservoir, f started at zero under an always-on L2 "
-                                       "penalty, a step cost of 0.3 x ||f||^2 / 10 and a DQN exploitation learner")
         if train is not None and test is not None and set(train().tolist()) != set(test().tolist()):
             return "held-out", ("DREAM with PPO learners, the posterior decoder, its reservoir of 16,384 exploration episodes, "
                                 "and f started at zero for a family scored on held-out ids")
