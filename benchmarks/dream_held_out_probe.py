@@ -108,7 +108,7 @@ def main(argv=None):
         "exploitation learner's ceiling); the own explorer's steps and distinct helpful / useless buses held out; ||f||^2; "
         "the share of ||f||^2 that tells apart ids of one helpful permutation.", "",
         "Each run's command and full config are in the JSON (and its config.json); the settings that differ between them are "
-        "in the first column. The config is what a run ran: the `dream-2000000-held-out-dqn-l2-*` folders were made by "
+        "in the first column. The config is what a run ran: the `dream-2000000-held-out-dqn-*` folders were made by "
         "`benchmarks.dream_compare` with a preset of the day (now removed), the others by `metarl train` with the flags "
         "their command shows.", "",
         common.markdown_table(["run", "held out", "training ids", "held out, helpful rides scripted", "held out, reading f (same helpful)",
