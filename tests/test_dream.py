@@ -134,12 +134,14 @@ def test_exploitation_epsilon_mixes_the_policy_with_uniform_and_decays():
 
 def test_posterior_decoder_is_the_mean_of_f_under_the_summed_evidence():
     dist = metarl.make("distraction", split="test")  # evaluated on test ids, it still reads over the 53 training ids
-    algo = algos.make("dream", dist, 2, **{**TINY, "decoder": "posterior", "decoder_replay": 8})
+    # (the update with the left-out posterior for the reward and the decoder's loss, checked by hand below)
+    algo = algos.make("dream", dist, 2, **{**TINY, "decoder": "posterior", "decoder_replay": 8, "leave_one_out_reward": True,
+                                           "leave_one_out_decoder": True})
     agent = algo.agent()
     assert agent.decoder_size == 53 and agent.train_ids == tuple(range(0, 576, 11))
     state = algo.init(jax.random.PRNGKey(0))
     new, metrics = jax.jit(algo.update)(state)
-    assert np.isfinite(float(metrics["decoder_loss"]))
+    assert np.isfinite(float(metrics["decoder_loss"])) and np.isfinite(float(metrics["decoder_final_left_out"]))
     moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params["params"], new.params["params"])
     assert all(jax.tree.leaves(moved["evidence_2"])) and all(jax.tree.leaves(moved["f"]))
     net, params = agent.network, new.params
@@ -148,6 +150,22 @@ def test_posterior_decoder_is_the_mean_of_f_under_the_summed_evidence():
     np.testing.assert_allclose(decode(jnp.zeros(53)), f.mean(0), atol=1e-5)  # no evidence: the prior's mean
     h = jnp.zeros(53).at[3].set(50.0)
     np.testing.assert_allclose(decode(h), f[3], atol=1e-4)  # all the evidence on one id: its f
+    # left out (as on an id never seen): the posterior over the other 52 training ids
+    left_out = lambda h, i: algo.leave_out(params, h, i)  # noqa: E731
+    np.testing.assert_allclose(left_out(h, 33), np.delete(f, 3, 0).mean(0), atol=1e-5)  # id 33 is training id 3
+    np.testing.assert_allclose(left_out(h.at[7].set(40.0), 33), f[7], atol=1e-4)
+    np.testing.assert_allclose(left_out(h, 34), f[3], atol=1e-4)  # not a training id: nothing to leave out
+    # the explorer's reward: information gain read from the left-out posterior (from the full one without the option)
+    hs = jnp.stack([jnp.zeros(53), h, h.at[7].set(40.0)])[None]  # [1 trial, 3 steps, 53]
+    gs = jax.vmap(decode)(hs[0])[None]
+    f_trial = jnp.asarray(f[7])[None]
+    reward, _ = algo.explore_reward(params, gs, hs, jnp.array([33]), f_trial)
+    np.testing.assert_allclose(reward[0], information_gain(left_out(hs[0], 33), f_trial[0], algo.step_penalty(f_trial)), atol=1e-5)
+    full = algos.make("dream", dist, 2, **{**TINY, "decoder": "posterior"})
+    np.testing.assert_allclose(full.explore_reward(params, gs, hs, jnp.array([33]), f_trial)[0][0],
+                               information_gain(gs[0], f_trial[0], full.step_penalty(f_trial)), atol=1e-5)
+    with pytest.raises(ConfigError, match="leave_one_out_reward needs the posterior decoder"):
+        algos.make("dream", dist, 2, **{**TINY, "leave_one_out_reward": True})
     # each transition adds its own evidence: two read in either order give the same g
     a, b = jax.random.normal(jax.random.PRNGKey(1), (2, params["params"]["evidence_0"]["kernel"].shape[0]))
     step = lambda h, t: net.apply(params, h, t, method=type(net).decode_step)  # noqa: E731

@@ -196,6 +196,10 @@ class DreamConfig:
     #: per target; these are an MLP's, cheap beside the recurrent replay of the shared ones
     dqn_steps: int = 0
     dqn_target_every: int = 128
+    #: replayed transitions in each Q-learning-only step (0: as many as a shared step replays,
+    #: `dqn_batch` x trials per minibatch). Values back up one step of a chain per target network,
+    #: so many small steps can go further than a few large ones for the same compute
+    dqn_only_batch: int = 0
     #: the "dqn" learner's targets are n-step returns (Rainbow's): each replayed transition carries
     #: the discounted rewards of its next `dqn_nstep` steps (fewer where the episode ends) and the
     #: observation after them, bootstrapped with gamma^n: a value backs up n steps per target
@@ -203,6 +207,17 @@ class DreamConfig:
     #: ids' greedy return reading f(id) -0.70 (1 step: -0.28 for the same seed); the returns of the
     #: replay's older, more random behaviour make pessimistic targets
     dqn_nstep: int = 1
+    #: (posterior decoder) the explorer's information gain read from the posterior over the
+    #: training ids other than the trial's own: the decoder's error as on an id it has never seen,
+    #: which is what a held-out id is. On distraction the full posterior pays a ride on a
+    #: distracting bus (the split ties each distracting permutation to 2-3 helpful ones, so it
+    #: narrows down the training id); left out, that ride points at training ids of other helpful
+    #: permutations and costs information, while a helpful ride points at the ids that share the
+    #: trial's helpful permutation (every one of distraction's has 2 or 3 training ids)
+    leave_one_out_reward: bool = False
+    #: (posterior decoder) the decoder's loss on the same left-out posterior: its evidence learns
+    #: to point at the ids that share what f encodes, as on a held-out id
+    leave_one_out_decoder: bool = False
 
     def __post_init__(self):
         o = "dream"
@@ -226,11 +241,15 @@ class DreamConfig:
         check_float(o, "dqn_coef", self.dqn_coef, low=0.0)
         check_int(o, "dqn_steps", self.dqn_steps, low=0, high=100_000)
         check_int(o, "dqn_target_every", self.dqn_target_every, low=1, high=100_000)
+        check_int(o, "dqn_only_batch", self.dqn_only_batch, low=0, high=1_000_000)
         check_int(o, "dqn_nstep", self.dqn_nstep, low=1, high=1000)
         if self.dqn_steps % self.dqn_target_every:
             raise ConfigError(f"dream: dqn_steps ({self.dqn_steps}) must be a multiple of dqn_target_every ({self.dqn_target_every})", "dqn_steps")
         if self.decoder not in DECODERS:
             raise ConfigError(f"dream: decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}", "decoder")
+        for name in ("leave_one_out_reward", "leave_one_out_decoder"):
+            if getattr(self, name) and self.decoder != "posterior":
+                raise ConfigError(f"dream: {name} needs the posterior decoder (decoder=\"posterior\"), got {self.decoder!r}", name)
         for name in ("gamma", "gae_lambda", "id_fraction", "explore_epsilon_end", "exploit_epsilon_end"):
             check_float(o, name, getattr(self, name), low=0.0, high=1.0)
         check_float(o, "clip_eps", self.clip_eps, low=0.0, low_open=True)
@@ -314,10 +333,15 @@ class DreamNetworks(nn.Module):
             x = nn.relu(layer(x))
         return h + self.evidence[-1](x)  # h: the summed evidence (logits over the training ids)
 
-    def decode(self, h):
+    def decode(self, h, leave_out=None):
+        """g from the decoder's state h [..., state]; `leave_out` [...] (posterior decoder): the
+        posterior over the training ids other than this id (the mean of f over them)."""
         if self.decoder_kind == "gru":
             return self.decoder_out(nn.relu(self.decoder_mid(h)))
-        f = jax.lax.stop_gradient(self.id_embedding(jnp.asarray(self.train_ids, jnp.int32)))  # the decoder's loss must not move f
+        ids = jnp.asarray(self.train_ids, jnp.int32)
+        if leave_out is not None:
+            h = jnp.where(ids == jnp.asarray(leave_out)[..., None], -1e9, h)
+        f = jax.lax.stop_gradient(self.id_embedding(ids))  # the decoder's loss must not move f
         return jax.nn.softmax(h, axis=-1) @ f
 
     def exploit(self, obs, z):
@@ -530,7 +554,7 @@ class Dream(InContextAlgorithm):
         target re-set every `dqn_target_every`: (params, opt_state, the last loss)."""
         c = self.config
         opt = self.optimizer(c.dqn_steps)  # their own Adam state, the same learning rate and decay
-        n = c.trials_per_update // c.minibatches * c.dqn_batch  # as many as a shared step replays
+        n = c.dqn_only_batch or c.trials_per_update // c.minibatches * c.dqn_batch  # (0: as many as a shared step replays)
 
         def step(carry, k):
             p, state, target = carry
@@ -644,18 +668,18 @@ class Dream(InContextAlgorithm):
         return jnp.mean(optax.huber_loss(q_sa, y)), jnp.mean(q_sa)
 
     def replay(self, params, batch, task_id, noise, use_id, epsilon, may_end=True, exploit_epsilon=0.0):
-        """Logits, values and decoder embeddings of the recorded steps of one trial [T, ...] under
-        `params`: the rollout's computation with the recorded actions."""
+        """Logits, values, decoder embeddings and decoder states of the recorded steps of one trial
+        [T, ...] under `params`: the rollout's computation with the recorded actions."""
         agent = self.agent()
         carry = {**agent.init(None), "z_id": self.noisy_id_embedding(params, task_id, noise), "use_id": use_id, "epsilon": epsilon,
                  "may_end": jnp.asarray(may_end), "exploit_epsilon": jnp.asarray(exploit_epsilon, jnp.float32)}
 
         def body(carry, timestep):
             carry, logits, value, g, exploring = agent.step(params, carry, timestep)
-            return carry, (logits, value, g)
+            return carry, (logits, value, g, carry["h_decoder"])
 
-        _, (logits, value, g) = jax.lax.scan(body, carry, batch["timestep"])
-        return logits, value, g
+        _, (logits, value, g, h) = jax.lax.scan(body, carry, batch["timestep"])
+        return logits, value, g, h
 
     # --- the decoder's reservoir (`decoder_replay`) ----------------------------------------------
     @property
@@ -675,17 +699,33 @@ class Dream(InContextAlgorithm):
         return {"last_obs": last_obs[:, :S], "outcome_obs": ts_b.outcome_obs[:, :S], "prev_action": ts_b.prev_action[:, :S],
                 "reads": reads[:, :S]}
 
-    def decode_slot(self, params, slot):
-        """The decoder's embeddings [S, embed_dim] over one stored trial's steps (g(tau_:t) after each read)."""
+    def decode_slot(self, params, slot, leave_out=None):
+        """The decoder's embeddings [S, embed_dim] over one stored trial's steps (g(tau_:t) after each
+        read); `leave_out`: an id the posterior decoder leaves out (`DreamNetworks.decode`)."""
         agent = self.agent()
 
         def body(h, x):
             last_obs, prev_action, outcome_obs, reads = x
-            return agent.read(params, h, last_obs.astype(jnp.float32), prev_action, outcome_obs.astype(jnp.float32), reads)
+            h, g = agent.read(params, h, last_obs.astype(jnp.float32), prev_action, outcome_obs.astype(jnp.float32), reads)
+            return h, (h, g)
 
         h0 = jnp.zeros((agent.decoder_size,))
-        _, g = jax.lax.scan(body, h0, (slot["last_obs"], slot["prev_action"], slot["outcome_obs"], slot["reads"]))
-        return g
+        _, (h, g) = jax.lax.scan(body, h0, (slot["last_obs"], slot["prev_action"], slot["outcome_obs"], slot["reads"]))
+        return g if leave_out is None else self.leave_out(params, h, leave_out)
+
+    def explore_reward(self, params, g, h, task_id, f):
+        """The explorer's information-gain reward [B, T] of B trials from the decoder's embeddings g
+        and states h [B, T, ...] and the trials' f [B, d], and the g it was read from (the posterior
+        over the other training ids with `leave_one_out_reward`)."""
+        g = self.leave_out(params, h, task_id) if self.config.leave_one_out_reward else g
+        return jax.vmap(information_gain, in_axes=(0, 0, None))(g, f, self.step_penalty(f)), g
+
+    def leave_out(self, params, h, task_id):
+        """g from the posterior decoder's states h [..., T, state] over the training ids other than
+        `task_id` [...]."""
+        task_id = jnp.asarray(task_id)
+        task_id = jnp.broadcast_to(task_id.reshape(task_id.shape + (1,) * (h.ndim - 1 - task_id.ndim)), h.shape[:-1])
+        return self.agent().network.apply(params, h, task_id, method=DreamNetworks.decode)
 
     def reservoir_add(self, buffer, seen, new, key):
         """`new` ({field: [B, ...]}) offered to the reservoir `buffer` after `seen` earlier trials
@@ -739,9 +779,9 @@ class Dream(InContextAlgorithm):
 
         # the information-gain reward, from the decoder as it is now: d_t before step t's transition, d_{t+1} after
         replay = jax.vmap(lambda p, b, i, n, u: self.replay(p, b, i, n, u, epsilon, may_end, exploit_epsilon), in_axes=(None, 0, 0, 0, 0))
-        _, _, g = replay(params, batch, tasks.task_id, noise, use_id)
+        _, _, g, h_decoder = replay(params, batch, tasks.task_id, noise, use_id)
         f = jax.lax.stop_gradient(net.apply(params, tasks.task_id, method=DreamNetworks.id_embedding))
-        info_reward = jax.vmap(information_gain, in_axes=(0, 0, None))(g, f, self.step_penalty(f))
+        info_reward, g_reward = self.explore_reward(params, g, h_decoder, tasks.task_id, f)
         reward = jnp.where(valid, jnp.where(exploring, info_reward, batch["reward"]), 0.0)
         discount = c.gamma * (1.0 - (batch["done"] | ~valid).astype(jnp.float32))
         v_next = jnp.concatenate([batch["value"][:, 1:], jnp.zeros((B, 1))], axis=1)
@@ -774,7 +814,9 @@ class Dream(InContextAlgorithm):
         target_params = params
 
         def loss_fn(p, d):
-            logits, value, g = replay(p, d["batch"], d["task_id"], d["noise"], d["use_id"])
+            logits, value, g, h = replay(p, d["batch"], d["task_id"], d["noise"], d["use_id"])
+            if c.leave_one_out_decoder:
+                g = self.leave_out(p, h, d["task_id"])
             logp = jnp.take_along_axis(jax.nn.log_softmax(logits), d["batch"]["action"][..., None], axis=-1)[..., 0]
             losses = {}
             for phase in ("explore", "exploit"):
@@ -785,7 +827,10 @@ class Dream(InContextAlgorithm):
             decoder = masked_mean(jnp.sum(jnp.square(g - jax.lax.stop_gradient(f_now)[:, None]), -1), d["decoder"])
             if c.decoder_replay:  # the same loss on the reservoir's exploration episodes
                 r = d["replayed"]
-                g_r = jax.vmap(self.decode_slot, in_axes=(None, 0))(p, r)
+                if c.leave_one_out_decoder:
+                    g_r = jax.vmap(self.decode_slot, in_axes=(None, 0, 0))(p, r, r["task_id"])
+                else:
+                    g_r = jax.vmap(self.decode_slot, in_axes=(None, 0))(p, r)
                 f_r = jax.lax.stop_gradient(net.apply(p, r["task_id"], method=DreamNetworks.id_embedding))
                 decoder = decoder + masked_mean(jnp.sum(jnp.square(g_r - f_r[:, None]), -1), r["reads"].astype(jnp.float32))
             bottleneck = jnp.mean(jnp.maximum(jnp.sum(jnp.square(f_now), -1), c.bottleneck))
@@ -814,4 +859,7 @@ class Dream(InContextAlgorithm):
                    "decoder_final": masked_mean(final_error, read_all),
                    "explore_steps": jnp.mean(jnp.sum(explore_mask, 1).astype(jnp.float32)),
                    "info_reward": masked_mean(info_reward, explore_mask.astype(jnp.float32)), "explore_epsilon": epsilon}
+        if c.leave_one_out_reward or c.leave_one_out_decoder:  # the error after exploring as on an id never seen
+            g_out = g_reward if c.leave_one_out_reward else self.leave_out(params, h_decoder, tasks.task_id)
+            metrics["decoder_final_left_out"] = masked_mean(jnp.sum(jnp.square(g_out - f[:, None]), -1), read_all)
         return ts.replace(params=params, opt_state=opt_state, **extra), metrics
