@@ -164,6 +164,11 @@ def test_posterior_decoder_is_the_mean_of_f_under_the_summed_evidence():
     full = algos.make("dream", dist, 2, **{**TINY, "decoder": "posterior"})
     np.testing.assert_allclose(full.explore_reward(params, gs, hs, jnp.array([33]), f_trial)[0][0],
                                information_gain(gs[0], f_trial[0], full.step_penalty(f_trial)), atol=1e-5)
+    # the agent's decoder leaves out the id in its carry (`leave_one_out_exploit`, training only; -1 at test: none)
+    zeros = jnp.zeros(dist.obs_shape)
+    np.testing.assert_allclose(agent.read(params, h, zeros, 0, zeros, False, 33)[1], left_out(h, 33), atol=1e-6)
+    np.testing.assert_allclose(agent.read(params, h, zeros, 0, zeros, False)[1], decode(h), atol=1e-6)
+    assert int(agent.init(None)["leave_out"]) == -1
     with pytest.raises(ConfigError, match="leave_one_out_reward needs the posterior decoder"):
         algos.make("dream", dist, 2, **{**TINY, "leave_one_out_reward": True})
     # each transition adds its own evidence: two read in either order give the same g

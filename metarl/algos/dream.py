@@ -218,6 +218,10 @@ class DreamConfig:
     #: (posterior decoder) the decoder's loss on the same left-out posterior: its evidence learns
     #: to point at the ids that share what f encodes, as on a held-out id
     leave_one_out_decoder: bool = False
+    #: (posterior decoder) the exploitation policy of the training trials that read the decoder
+    #: reads the left-out posterior too: it learns to act on z as it comes on a held-out id (a
+    #: mixture of the f of the training ids that agree with the exploration), not on its own id's f
+    leave_one_out_exploit: bool = False
 
     def __post_init__(self):
         o = "dream"
@@ -247,7 +251,7 @@ class DreamConfig:
             raise ConfigError(f"dream: dqn_steps ({self.dqn_steps}) must be a multiple of dqn_target_every ({self.dqn_target_every})", "dqn_steps")
         if self.decoder not in DECODERS:
             raise ConfigError(f"dream: decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}", "decoder")
-        for name in ("leave_one_out_reward", "leave_one_out_decoder"):
+        for name in ("leave_one_out_reward", "leave_one_out_decoder", "leave_one_out_exploit"):
             if getattr(self, name) and self.decoder != "posterior":
                 raise ConfigError(f"dream: {name} needs the posterior decoder (decoder=\"posterior\"), got {self.decoder!r}", name)
         for name in ("gamma", "gae_lambda", "id_fraction", "explore_epsilon_end", "exploit_epsilon_end"):
@@ -403,14 +407,16 @@ class DreamAgent(Agent):
     def init(self, key):
         return {"h_explore": jnp.zeros((self.explorer_hidden,)), "h_decoder": jnp.zeros((self.decoder_size,)),
                 "last_obs": jnp.zeros(self.env.obs_shape), "z_id": jnp.zeros((self.embed_dim,)), "use_id": jnp.bool_(False),
-                "epsilon": jnp.float32(0.0), "exploit_epsilon": jnp.float32(0.0), "may_end": jnp.bool_(True)}
+                "epsilon": jnp.float32(0.0), "exploit_epsilon": jnp.float32(0.0), "may_end": jnp.bool_(True),
+                "leave_out": jnp.int32(-1)}
 
-    def read(self, params, h, last_obs, prev_action, outcome_obs, push):
+    def read(self, params, h, last_obs, prev_action, outcome_obs, push, leave_out=-1):
         """The decoder reads the transition (last_obs, prev_action, outcome_obs) into its state `h`
-        where `push`: (state, g). The rollout's step and the reservoir's replay both read this way."""
+        where `push`: (state, g). The rollout's step and the reservoir's replay both read this way.
+        `leave_out`: a training id the posterior decoder's g leaves out (training only; -1: none)."""
         transition = jnp.concatenate([self.encode(last_obs), jax.nn.one_hot(prev_action, self.env.num_actions), self.encode(outcome_obs)])
         h = jnp.where(push, self.network.apply(params, h, transition, method=DreamNetworks.decode_step), h)
-        return h, self.network.apply(params, h, method=DreamNetworks.decode)
+        return h, self.network.apply(params, h, leave_out, method=DreamNetworks.decode)
 
     def step(self, params, carry, timestep: TimeStep):
         """One step of one trial: (carry, logits, value, the decoder's z, exploring)."""
@@ -419,7 +425,7 @@ class DreamAgent(Agent):
         carry = {**carry, **{k: jnp.where(timestep.first, fresh[k], carry[k]) for k in ("h_explore", "h_decoder", "last_obs")}}
         exploring = timestep.episode_index == 0
         h_decoder, g = self.read(params, carry["h_decoder"], carry["last_obs"], timestep.prev_action, timestep.outcome_obs,
-                                 reads_exploration(timestep))
+                                 reads_exploration(timestep), carry["leave_out"])
         prev = jax.nn.one_hot(timestep.prev_action, self.env.num_actions) * (~timestep.first)
         obs = self.encode(timestep.obs)
         x = jnp.concatenate([obs, prev, timestep.prev_reward[None]])
@@ -667,12 +673,13 @@ class Dream(InContextAlgorithm):
         y = jax.lax.stop_gradient(rows["reward"] + c.gamma**c.dqn_nstep * (1.0 - rows["done"].astype(jnp.float32)) * q_next)
         return jnp.mean(optax.huber_loss(q_sa, y)), jnp.mean(q_sa)
 
-    def replay(self, params, batch, task_id, noise, use_id, epsilon, may_end=True, exploit_epsilon=0.0):
+    def replay(self, params, batch, task_id, noise, use_id, epsilon, may_end=True, exploit_epsilon=0.0, leave_out=-1):
         """Logits, values, decoder embeddings and decoder states of the recorded steps of one trial
         [T, ...] under `params`: the rollout's computation with the recorded actions."""
         agent = self.agent()
         carry = {**agent.init(None), "z_id": self.noisy_id_embedding(params, task_id, noise), "use_id": use_id, "epsilon": epsilon,
-                 "may_end": jnp.asarray(may_end), "exploit_epsilon": jnp.asarray(exploit_epsilon, jnp.float32)}
+                 "may_end": jnp.asarray(may_end), "exploit_epsilon": jnp.asarray(exploit_epsilon, jnp.float32),
+                 "leave_out": jnp.asarray(leave_out, jnp.int32)}
 
         def body(carry, timestep):
             carry, logits, value, g, exploring = agent.step(params, carry, timestep)
@@ -717,7 +724,9 @@ class Dream(InContextAlgorithm):
         """The explorer's information-gain reward [B, T] of B trials from the decoder's embeddings g
         and states h [B, T, ...] and the trials' f [B, d], and the g it was read from (the posterior
         over the other training ids with `leave_one_out_reward`)."""
-        g = self.leave_out(params, h, task_id) if self.config.leave_one_out_reward else g
+        c = self.config
+        if c.leave_one_out_reward or c.leave_one_out_exploit:  # (g then is the left-out one the exploitation read)
+            g = self.leave_out(params, h, task_id if c.leave_one_out_reward else -1)
         return jax.vmap(information_gain, in_axes=(0, 0, None))(g, f, self.step_penalty(f)), g
 
     def leave_out(self, params, h, task_id):
@@ -759,7 +768,8 @@ class Dream(InContextAlgorithm):
         epsilon = self.epsilon(ts.update_step)
         may_end = self.may_end(ts.update_step)
         exploit_epsilon = self.exploit_epsilon(ts.update_step)
-        carry = {**carry, "z_id": z_id, "use_id": use_id, "epsilon": jnp.full((B,), epsilon), "may_end": jnp.full((B,), may_end),
+        leave = tasks.task_id if c.leave_one_out_exploit else jnp.full((B,), -1, jnp.int32)  # (-1: none)
+        carry = {**carry, "leave_out": leave, "z_id": z_id, "use_id": use_id, "epsilon": jnp.full((B,), epsilon), "may_end": jnp.full((B,), may_end),
                  "exploit_epsilon": jnp.full((B,), exploit_epsilon)}
         step_one = jax.vmap(lambda cr, t: agent.step(params, cr, t))
 
@@ -778,8 +788,8 @@ class Dream(InContextAlgorithm):
         valid = batch["valid"]
 
         # the information-gain reward, from the decoder as it is now: d_t before step t's transition, d_{t+1} after
-        replay = jax.vmap(lambda p, b, i, n, u: self.replay(p, b, i, n, u, epsilon, may_end, exploit_epsilon), in_axes=(None, 0, 0, 0, 0))
-        _, _, g, h_decoder = replay(params, batch, tasks.task_id, noise, use_id)
+        replay = jax.vmap(lambda p, b, i, n, u, lo: self.replay(p, b, i, n, u, epsilon, may_end, exploit_epsilon, lo), in_axes=(None, 0, 0, 0, 0, 0))
+        _, _, g, h_decoder = replay(params, batch, tasks.task_id, noise, use_id, leave)
         f = jax.lax.stop_gradient(net.apply(params, tasks.task_id, method=DreamNetworks.id_embedding))
         info_reward, g_reward = self.explore_reward(params, g, h_decoder, tasks.task_id, f)
         reward = jnp.where(valid, jnp.where(exploring, info_reward, batch["reward"]), 0.0)
@@ -793,7 +803,7 @@ class Dream(InContextAlgorithm):
         # the decoder learns where it has read a new exploration transition (at the first exploitation step: the whole episode)
         decoder_mask = valid & reads_exploration(batch["timestep"])
 
-        data = {"batch": batch, "task_id": tasks.task_id, "noise": noise, "use_id": use_id, "adv": adv, "target": target,
+        data = {"batch": batch, "task_id": tasks.task_id, "leave": leave, "noise": noise, "use_id": use_id, "adv": adv, "target": target,
                 "explore": explore_mask.astype(jnp.float32), "exploit": exploit_mask.astype(jnp.float32),
                 "decoder": decoder_mask.astype(jnp.float32)}
         extra = {}
@@ -814,9 +824,9 @@ class Dream(InContextAlgorithm):
         target_params = params
 
         def loss_fn(p, d):
-            logits, value, g, h = replay(p, d["batch"], d["task_id"], d["noise"], d["use_id"])
-            if c.leave_one_out_decoder:
-                g = self.leave_out(p, h, d["task_id"])
+            logits, value, g, h = replay(p, d["batch"], d["task_id"], d["noise"], d["use_id"], d["leave"])
+            if c.leave_one_out_decoder or c.leave_one_out_exploit:  # the decoder's loss on the full posterior unless left out
+                g = self.leave_out(p, h, d["task_id"] if c.leave_one_out_decoder else -1)
             logp = jnp.take_along_axis(jax.nn.log_softmax(logits), d["batch"]["action"][..., None], axis=-1)[..., 0]
             losses = {}
             for phase in ("explore", "exploit"):
@@ -852,14 +862,15 @@ class Dream(InContextAlgorithm):
         decoded = (~use_id).astype(jnp.float32)
         ts_b = batch["timestep"]
         read_all = (valid & (ts_b.episode_index == 1) & ts_b.done).astype(jnp.float32)  # g after the whole exploration episode
-        final_error = jnp.sum(jnp.square(g - f[:, None]), -1)
+        g_full = self.leave_out(params, h_decoder, -1) if c.leave_one_out_exploit else g  # the decoder's own (full) posterior
+        final_error = jnp.sum(jnp.square(g_full - f[:, None]), -1)
         metrics = {**stats,
                    "exploit_return": jnp.mean(env_reward),
                    "exploit_return_decoded": jnp.sum(env_reward * decoded) / jnp.maximum(decoded.sum(), 1.0),
                    "decoder_final": masked_mean(final_error, read_all),
                    "explore_steps": jnp.mean(jnp.sum(explore_mask, 1).astype(jnp.float32)),
                    "info_reward": masked_mean(info_reward, explore_mask.astype(jnp.float32)), "explore_epsilon": epsilon}
-        if c.leave_one_out_reward or c.leave_one_out_decoder:  # the error after exploring as on an id never seen
-            g_out = g_reward if c.leave_one_out_reward else self.leave_out(params, h_decoder, tasks.task_id)
+        if c.leave_one_out_reward or c.leave_one_out_decoder or c.leave_one_out_exploit:  # the error after exploring as on an id never seen
+            g_out = self.leave_out(params, h_decoder, tasks.task_id)
             metrics["decoder_final_left_out"] = masked_mean(jnp.sum(jnp.square(g_out - f[:, None]), -1), read_all)
         return ts.replace(params=params, opt_state=opt_state, **extra), metrics
