@@ -125,8 +125,8 @@ def test_dqn_replay_holds_each_trials_exploitation_transitions_in_order():
     assert int(count) == 7 and np.asarray(ring["action"]).tolist() == [4, 8, -1, 2, 3]
 
 
-def test_one_dqn_update_trains_the_q_network_and_f_from_its_replay():
-    algo = algos.make("dream", metarl.make("cooking"), 2, **{**DQN, "dqn_steps": 4, "dqn_target_every": 2})
+def test_one_dqn_update_trains_the_q_network_and_f_from_its_replay(monkeypatch):
+    algo = algos.make("dream", metarl.make("cooking"), 2, **{**DQN, "dqn_steps": 4, "dqn_target_every": 2, "dqn_only_batch": 5})
     state = algo.init(jax.random.PRNGKey(0))
     new, metrics = jax.jit(algo.update)(state)
     assert all(np.isfinite(float(metrics[k])) for k in ("exploit_loss", "q_mean", "q_only_loss"))
@@ -137,8 +137,11 @@ def test_one_dqn_update_trains_the_q_network_and_f_from_its_replay():
     for part in ("f", "exploit_pi", "exploit_v", "exploit_layers_0", "explorer_pi"):
         assert all(jax.tree.leaves(moved[part])), part
     # the Q-learning-only steps move the Q-network and f, not the explorer
+    drawn = []
+    sample = type(algo).ring_sample
+    monkeypatch.setattr(type(algo), "ring_sample", lambda self, *a: drawn.append(a[-1]) or sample(self, *a))
     q_params, _, q_loss = algo.q_steps(state.params, state.dqn_opt_state, new.exploit_buffer, new.exploit_count, jax.random.PRNGKey(1))
-    assert np.isfinite(float(q_loss))
+    assert np.isfinite(float(q_loss)) and drawn == [(5,)]  # dqn_only_batch rows per Q-only step (traced once in the scan)
     moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params["params"], q_params["params"])
     assert all(jax.tree.leaves(moved["exploit_pi"])) and all(jax.tree.leaves(moved["f"])) and not any(jax.tree.leaves(moved["explorer_pi"]))
     with pytest.raises(ConfigError, match="multiple of dqn_target_every"):
