@@ -59,13 +59,14 @@ def evaluate_greedy(algo, seed_state, key, tasks):
     return np.asarray(evaluate(evaluation.greedy_agent(algo), algo.agent_params(seed_state), algo.env, tasks, algo.episodes, key))
 
 
-def run_one(family, method, seeds, steps, points, tasks):
+def run_one(family, method, seeds, steps, points, tasks, preset=None):
     env = metarl.make(family)  # the training ids
     test_env = metarl.make(family, split="test")
-    algo = algos.make(method, env, EPISODES, preset="default")
-    out = os.path.join("runs", "dream_compare", family, f"{method}-{steps}")
+    algo = algos.make(method, env, EPISODES, preset=preset or "default")
+    out = os.path.join("runs", "dream_compare", family, f"{method}-{steps}" + (f"-{preset}" if preset else ""))
     run = common.train_or_resume(algo, out, steps, seeds, eval_points=points, tasks=tasks,
-                                 command=["python", "-m", "benchmarks.dream_compare", family, "--methods", method])
+                                 command=["python", "-m", "benchmarks.dream_compare", family, "--methods", method]
+                                 + (["--preset", preset] if preset else []))
     state = run.result.state
     key = jax.random.PRNGKey(0)
     test_tasks = test_env.sample_tasks(key, tasks)
@@ -80,7 +81,7 @@ def run_one(family, method, seeds, steps, points, tasks):
     print(f"  {family} {method}: {run.result.env_steps:,} steps/seed, {run.wall_seconds:.0f} s, exploitation return "
           f"{interval.mean:.3f} [{interval.low:.3f}, {interval.high:.3f}]", flush=True)
     return {
-        "family": family, "method": method, "algorithm": algo.name, "config": folder.jsonable(algo.config),
+        "family": family, "method": method, "algorithm": algo.name, "preset": preset, "config": folder.jsonable(algo.config),
         "seeds": seeds, "steps_requested": steps, "env_steps_per_seed": run.result.env_steps, "updates": run.result.updates,
         "train_wall_seconds": run.wall_seconds, "train_seconds": run.train_seconds, "resumed": run.resumed,
         "compile_seconds": run.result.compile_seconds, "eval_tasks": tasks, "eval_split": "test",
@@ -179,7 +180,7 @@ def markdown(data):
     lines += ["", "## Commands", ""]
     for e in entries:
         lines.append(f"- {e['family']} {e['method']}: `python -m benchmarks.dream_compare {e['family']} --methods {e['method']} "
-                     f"--seeds {e['seeds']} --steps {steps_of(e)}` (run folder {e['run_folder']}, GIFs in its videos/)")
+                     f"--seeds {e['seeds']} --steps {steps_of(e)}" + (f" --preset {e['preset']}" if e.get("preset") else "") + f"` (run folder {e['run_folder']}, GIFs in its videos/)")
     lines += ["", "Learning curves (greedy, on the training ids): " + ", ".join(f"dream_{f}.png" for f in FAMILIES
                                                                           if any(e["family"] == f for e in entries)), ""]
     return "\n".join(lines)
@@ -191,6 +192,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2_000_000, help="env steps per seed")
     parser.add_argument("--points", type=int, default=8, help="evaluations during training (the curve)")
     parser.add_argument("--report", action="store_true", help="only rewrite dream.md and the PNGs from dream.json")
+    parser.add_argument("--preset", default=None, help="the methods' preset (default: each chooses its own per family); "
+                        "the run folder's name then ends in -PRESET")
     args = parser.parse_args(argv)
     families = args.families or list(FAMILIES)
     methods = [m for m in args.methods.split(",") if m]
@@ -212,7 +215,7 @@ def main(argv=None):
         test_env = metarl.make(family, split="test")
         data["references"][family] = reference_returns(test_env, test_env.split_ids())
         for method in methods:
-            entry = run_one(family, method, args.seeds, args.steps, args.points, args.tasks)
+            entry = run_one(family, method, args.seeds, args.steps, args.points, args.tasks, args.preset)
             saved = common.read_json(path)  # re-read: another invocation may have written its rows meanwhile
             if saved is not None:
                 data = {**saved, "references": {**saved["references"], **data["references"]}}

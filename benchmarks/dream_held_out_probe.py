@@ -36,12 +36,14 @@ from benchmarks import common
 from benchmarks.dream_decoder_probe import SCRIPTS, rides
 from benchmarks.dream_exploit_ceiling import greedy_trials
 
-from metarl.algos.dream import DreamNetworks
+from metarl.algos.dream import DreamConfig, DreamNetworks
 from metarl.envs.dream_grid import BUS_SOURCES, USELESS_SOURCES
 from metarl.run import folder
 from metarl.run.evaluation import load_run, seed_slice
 
 SHOWN = ("exploit_learner", "noise", "bottleneck", "bottleneck_coef", "info_penalty", "dqn_steps", "decoder", "id_init")
+#: shown too where a run sets them away from DreamConfig's defaults
+SHOWN_SET = ("explore_full_steps", "explore_epsilon_steps", "leave_one_out_reward", "leave_one_out_decoder", "leave_one_out_exploit")
 
 
 def exploit_return(b) -> float:
@@ -90,7 +92,8 @@ def main(argv=None):
         saved = folder.read_config(run)
         entries.append({"run_folder": run, "command": " ".join(saved.get("command") or []), "env_steps": header.get("env_steps"),
                         "config": config, "per_seed": per_seed})
-        setting = ", ".join(f"{k} {config[k]}" for k in SHOWN)
+        defaults = folder.jsonable(DreamConfig())
+        setting = ", ".join([f"{k} {config[k]}" for k in SHOWN] + [f"{k} {config[k]}" for k in SHOWN_SET if config[k] != defaults[k]])
         for i, p in enumerate(per_seed):
             rows.append([f"`{run}` seed {i}" + (f" ({setting})" if i == 0 else ""), f"{p['held_out']:.3f}", f"{p['train']:.3f}",
                          f"{p['held_out_scripted_helpful']:.3f}", f"{p['held_out_reading_f_same_helpful']:.3f}",

@@ -205,9 +205,9 @@ def test_trial_length_defaults_to_the_familys_trial(capsys, monkeypatch):
     monkeypatch.setattr("metarl.run.train", fake_train)
     base = ["--steps", "1000", "--out", "runs/x"]
     assert cli.main(["train", "dream", "distraction"] + base) == 130 and seen["algo"].episodes == 2
-    # and starts from the preset DREAM chooses: "held-out" where the family holds ids out, else the one
-    # literally named "default" (by choice or by name); "paper" is the GRU
-    assert seen["algo"].config == algos.dream.PRESETS["held-out"] and seen["algo"].config.id_init == 0.0
+    # and starts from the preset DREAM chooses: "held-out-dqn-late" where the family holds ids out
+    # (cooking: "held-out-dqn"), else the one literally named "default" (by choice or by name); "paper" is the GRU
+    assert seen["algo"].config == algos.dream.PRESETS["held-out-dqn-late"] and seen["algo"].config.id_init == 0.0
     assert cli.main(["train", "dream", "cooking"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["held-out-dqn"]
     assert seen["algo"].config.exploit_learner == "dqn"  # cooking's chain needs the replay learner
     assert cli.main(["train", "dream", "city"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["default"]
