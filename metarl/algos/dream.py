@@ -21,7 +21,7 @@ with an instruction).
 Learner: PPO for both policies (the reference trains recurrent dueling double DQNs with sequence
 replay; PPO on whole trials is what this package's recurrent machinery runs fast, and the method's
 parts, the bottleneck, the decoder and the information-gain reward, are the reference's), or with
-`exploit_learner="dqn"` (the `held-out-dqn` preset, DREAM's choice on cooking) a dueling double DQN
+`exploit_learner="dqn"` (the `held-out-dqn` and `held-out-dqn-late` presets, DREAM's choices on cooking and distraction) a dueling double DQN
 for the exploitation policy: the same MLP's two heads as Q = v + a - mean(a), acting
 epsilon-greedily, learning from a ring of the run's last `dqn_buffer` exploitation transitions
 (each with its id, whether its trial read the id, and the decoder's z it exploited with) in every
