@@ -159,10 +159,10 @@ def test_posterior_decoder_is_the_mean_of_f_under_the_summed_evidence():
     hs = jnp.stack([jnp.zeros(53), h, h.at[7].set(40.0)])[None]  # [1 trial, 3 steps, 53]
     gs = jax.vmap(decode)(hs[0])[None]
     f_trial = jnp.asarray(f[7])[None]
-    reward, _ = algo.explore_reward(params, gs, hs, jnp.array([33]), f_trial)
+    reward = algo.explore_reward(params, gs, hs, jnp.array([33]), f_trial)
     np.testing.assert_allclose(reward[0], information_gain(left_out(hs[0], 33), f_trial[0], algo.step_penalty(f_trial)), atol=1e-5)
     full = algos.make("dream", dist, 2, **{**TINY, "decoder": "posterior"})
-    np.testing.assert_allclose(full.explore_reward(params, gs, hs, jnp.array([33]), f_trial)[0][0],
+    np.testing.assert_allclose(full.explore_reward(params, gs, hs, jnp.array([33]), f_trial)[0],
                                information_gain(gs[0], f_trial[0], full.step_penalty(f_trial)), atol=1e-5)
     # the agent's decoder leaves out the id in its carry (`leave_one_out_exploit`, training only; -1 at test: none)
     zeros = jnp.zeros(dist.obs_shape)

@@ -12,9 +12,7 @@ import pytest
 import metarl
 from metarl import algos
 from metarl.errors import ConfigError
-
-CITY = metarl.make("city")
-TINY = dict(lr_decay_updates=0, trials_per_update=4, minibatches=2, epochs=1, embed_dim=4, explorer_hidden=8, decoder_hidden=8, exploit_hidden=(8,), explore_epsilon_steps=0)
+from test_dream import CITY, TINY  # (tests/ is on the path: pytest's default rootdir-less import mode)
 
 
 def test_eval_scores_a_distraction_run_on_its_held_out_ids(tmp_path, monkeypatch):

@@ -733,12 +733,12 @@ class Dream(InContextAlgorithm):
 
     def explore_reward(self, params, g, h, task_id, f):
         """The explorer's information-gain reward [B, T] of B trials from the decoder's embeddings g
-        and states h [B, T, ...] and the trials' f [B, d], and the g it was read from (the posterior
-        over the other training ids with `leave_one_out_reward`)."""
+        and states h [B, T, ...] and the trials' f [B, d], read from the posterior over the other
+        training ids with `leave_one_out_reward` (else the full one)."""
         c = self.config
         if c.leave_one_out_reward or c.leave_one_out_exploit:  # (g then is the left-out one the exploitation read)
             g = self.leave_out(params, h, task_id if c.leave_one_out_reward else -1)
-        return jax.vmap(information_gain, in_axes=(0, 0, None))(g, f, self.step_penalty(f)), g
+        return jax.vmap(information_gain, in_axes=(0, 0, None))(g, f, self.step_penalty(f))
 
     def leave_out(self, params, h, task_id):
         """g from the posterior decoder's states h [..., T, state] over the training ids other than
@@ -802,7 +802,7 @@ class Dream(InContextAlgorithm):
         replay = jax.vmap(lambda p, b, i, n, u, lo: self.replay(p, b, i, n, u, epsilon, may_end, exploit_epsilon, lo), in_axes=(None, 0, 0, 0, 0, 0))
         _, _, g, h_decoder = replay(params, batch, tasks.task_id, noise, use_id, leave)
         f = jax.lax.stop_gradient(net.apply(params, tasks.task_id, method=DreamNetworks.id_embedding))
-        info_reward, g_reward = self.explore_reward(params, g, h_decoder, tasks.task_id, f)
+        info_reward = self.explore_reward(params, g, h_decoder, tasks.task_id, f)
         reward = jnp.where(valid, jnp.where(exploring, info_reward, batch["reward"]), 0.0)
         discount = c.gamma * (1.0 - (batch["done"] | ~valid).astype(jnp.float32))
         v_next = jnp.concatenate([batch["value"][:, 1:], jnp.zeros((B, 1))], axis=1)
