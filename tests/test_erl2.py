@@ -1,6 +1,8 @@
 """E-RL² on DREAM's two-phase trials: only the exploitation episodes' rewards are optimised, clear
 errors for families and trials without an exploration phase, and the evaluator's exploitation
-column."""
+column, and `metarl eval --split` on a family with held-out ids."""
+
+import os
 
 import jax
 import numpy as np
@@ -46,3 +48,22 @@ def test_report_shows_the_exploitation_return_of_two_phase_trials():
     assert "exploitation return" in report.markdown_table(report.summarize(results))
     other = report.Results("bandit", {}, 2, 3, 0, [report.AgentResult("random", "random", {}, returns)])
     assert "mean_exploit_return" not in report.summarize(other)["agents"][0]
+
+
+def test_eval_scores_a_distraction_run_on_its_held_out_ids(tmp_path, monkeypatch):
+    from metarl.run import evaluate_run, evaluation, train
+
+    out = str(tmp_path / "run")
+    """`metarl eval --split` on a family with held-out ids (any learned algorithm: E-RL², the quickest to build)."""
+    algo = algos.make("e-rl2", metarl.make("distraction"), 2, preset="fast", hidden=8, trials_per_update=4, minibatch_trials=4, epochs=1)
+    train(algo, seeds=1, total_steps=algo.steps_per_update, out_dir=out, eval_every=0, quiet=True)
+    seen = []
+    scored = evaluation.evaluate_learned
+    monkeypatch.setattr(evaluation, "evaluate_learned", lambda a, *rest: seen.append(a.env.split) or scored(a, *rest))
+    summary = evaluate_run(out, tasks=20, baselines=[], split="test")
+    assert seen == ["test"] and summary["header"]["split"] == "test"
+    assert os.path.exists(os.path.join(out, "eval", "final_test.json")) and not os.path.exists(os.path.join(out, "eval", "final.json"))
+    evaluate_run(out, tasks=20, baselines=[])
+    assert seen == ["test", "train"]  # without it, the run's own split
+    with pytest.raises(ConfigError, match="split must be one of"):
+        evaluate_run(out, tasks=5, baselines=[], split="bogus")

@@ -34,6 +34,7 @@ Three kinds of algorithm share this template and differ in what `evaluate` does:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import jax
@@ -176,7 +177,12 @@ class Algorithm:
 
     # --- what the base does -------------------------------------------------------------------
     def init(self, key: jax.Array) -> Any:
-        key, *keys = jax.random.split(raw_key(key), 1 + self.init_keys)
+        """A fresh train state from `key`: one compiled program (built once per algorithm, which is
+        hashable), not the hundred small ones that running Flax's initialisers op by op compiles."""
+        return _compiled_init(self, raw_key(key))
+
+    def _init(self, key: jax.Array) -> Any:
+        key, *keys = jax.random.split(key, 1 + self.init_keys)
         params = self.init_params(*keys)
         return self.State(
             params=params, opt_state=self.optimizer().init(params), key=key, update_step=jnp.int32(0), **self.init_extra(params, *keys)
@@ -351,3 +357,8 @@ def make(name: str, env: Environment, episodes: int | None = None, preset: str |
     if cls.in_context:
         return cls(env=env, episodes=episodes, config=cfg)
     return cls(env=env, config=cfg)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _compiled_init(algo: Algorithm, key: jax.Array) -> Any:
+    return algo._init(key)
