@@ -51,10 +51,10 @@ def test_report_shows_the_exploitation_return_of_two_phase_trials():
 
 
 def test_eval_scores_a_distraction_run_on_its_held_out_ids(tmp_path, monkeypatch):
+    """`metarl eval --split` on a family with held-out ids (any learned algorithm: E-RL², the quickest to build)."""
     from metarl.run import evaluate_run, evaluation, train
 
     out = str(tmp_path / "run")
-    """`metarl eval --split` on a family with held-out ids (any learned algorithm: E-RL², the quickest to build)."""
     algo = algos.make("e-rl2", metarl.make("distraction"), 2, preset="fast", hidden=8, trials_per_update=4, minibatch_trials=4, epochs=1)
     train(algo, seeds=1, total_steps=algo.steps_per_update, out_dir=out, eval_every=0, quiet=True)
     seen = []
