@@ -78,6 +78,7 @@ def main(argv=None):
     parser.add_argument("--tasks", type=int, default=512, help="held-out ids per seed (drawn with replacement)")
     args = parser.parse_args(argv)
     entries, rows = [], []
+    defaults = folder.jsonable(DreamConfig())
     for run in args.runs:
         if not os.path.exists(os.path.join(run, "config.json")):
             parser.error(f"{run} is not a run folder (no config.json)")
@@ -92,7 +93,6 @@ def main(argv=None):
         saved = folder.read_config(run)
         entries.append({"run_folder": run, "command": " ".join(saved.get("command") or []), "env_steps": header.get("env_steps"),
                         "config": config, "per_seed": per_seed})
-        defaults = folder.jsonable(DreamConfig())
         setting = ", ".join([f"{k} {config[k]}" for k in SHOWN] + [f"{k} {config[k]}" for k in SHOWN_SET if config[k] != defaults[k]])
         for i, p in enumerate(per_seed):
             rows.append([f"`{run}` seed {i}" + (f" ({setting})" if i == 0 else ""), f"{p['held_out']:.3f}", f"{p['train']:.3f}",

@@ -1,7 +1,6 @@
 """DREAM's DQN exploitation learner (dueling double Q, its replay ring, n-step rows, the Q-only steps);
 apart from test_dream.py so that the two files run on the two pytest-xdist workers side by side."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import metarl
 from metarl import algos
 from metarl.errors import ConfigError
+from helpers import changed_leaves
 from test_dream import CITY, TINY  # (tests/ is on the path: pytest's default rootdir-less import mode)
 
 
@@ -111,7 +111,7 @@ def test_one_dqn_update_trains_the_q_network_and_f_from_its_replay(monkeypatch):
     kept = int(new.exploit_count)
     assert 4 <= kept <= 4 * 20  # TINY's 4 trials, each 1 to 20 exploitation steps
     assert np.asarray(new.exploit_buffer["obs"][kept:]).sum() == 0 and np.asarray(new.exploit_buffer["obs"][:kept]).any()
-    moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), state.params["params"], new.params["params"])
+    moved = changed_leaves(state.params["params"], new.params["params"])
     for part in ("f", "exploit_pi", "exploit_v", "exploit_layers_0", "explorer_pi"):
         assert all(jax.tree.leaves(moved[part])), part
     # the Q-learning-only steps move the Q-network and f, not the explorer
@@ -120,7 +120,7 @@ def test_one_dqn_update_trains_the_q_network_and_f_from_its_replay(monkeypatch):
     monkeypatch.setattr(type(algo), "ring_sample", lambda self, *a: drawn.append(a[-1]) or sample(self, *a))
     q_params, _, q_loss = algo.q_steps(state.params, state.dqn_opt_state, new.exploit_buffer, new.exploit_count, jax.random.PRNGKey(1))
     assert np.isfinite(float(q_loss)) and drawn == [(5,)]  # dqn_only_batch rows per Q-only step (traced once in the scan)
-    moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), state.params["params"], q_params["params"])
+    moved = changed_leaves(state.params["params"], q_params["params"])
     assert all(jax.tree.leaves(moved["exploit_pi"])) and all(jax.tree.leaves(moved["f"])) and not any(jax.tree.leaves(moved["explorer_pi"]))
     with pytest.raises(ConfigError, match="multiple of dqn_target_every"):
         algos.make("dream", CITY, 2, **{**DQN, "dqn_steps": 3, "dqn_target_every": 2})
