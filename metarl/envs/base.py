@@ -24,6 +24,7 @@ scalars, `Box` actions float32 arrays of the box's shape (`action_spec`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import jax
@@ -108,9 +109,10 @@ class Environment:
         raise NotImplementedError
 
     def sample_tasks(self, key: jax.Array, num: int) -> Any:
-        """`num` tasks stacked on a leading axis."""
+        """`num` tasks stacked on a leading axis (one compiled program per family and `num`: op by
+        op, a family's sampling compiles each of its operations on its first call)."""
         check_int(f"{self.name}.sample_tasks", "num", num, low=1)
-        return jax.vmap(self.sample_task)(jax.random.split(key, num))
+        return _sample_tasks(self, key, num)
 
     def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, Any]:
         raise NotImplementedError
@@ -182,3 +184,8 @@ class Environment:
     def describe(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options().items())
         return f"{self.name}({opts})"
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _sample_tasks(env: Environment, key: jax.Array, num: int) -> Any:
+    return jax.vmap(env.sample_task)(jax.random.split(key, num))

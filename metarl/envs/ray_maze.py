@@ -28,7 +28,6 @@ Rules and constants from the reference's `TinyWorld` (`maze3.py`, used by
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
@@ -195,11 +194,6 @@ def inside_boxes(point, low, high):
     return jnp.all((point[..., None, :] >= low) & (point[..., None, :] <= high), axis=-1)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _sample_tasks(env: "RayMaze", key: jax.Array, num: int) -> RayMazeTask:
-    return jax.vmap(env.sample_task)(jax.random.split(key, num))
-
-
 @register
 @dataclasses.dataclass(frozen=True)
 class RayMaze(Environment):
@@ -262,10 +256,6 @@ class RayMaze(Environment):
         )
         good = jax.random.bernoulli(key_good, self.p_good, (self.goals,))
         return RayMazeTask(vertical, horizontal, jnp.asarray(low)[chosen], jnp.asarray(high)[chosen], good)
-
-    def sample_tasks(self, key, num):
-        """`num` tasks stacked on a leading axis (jitted: the maze's walk is a while loop, slow eagerly)."""
-        return _sample_tasks(self, key, num)
 
     def _walls(self, params):
         low, high = wall_boxes(self.size)

@@ -4,10 +4,12 @@ Host-side helpers for a run's `videos/` folder; the stepping is jitted, the draw
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -78,24 +80,44 @@ def save_episode_gif(
 def trial_frames(agent: Any, params: Any, trial: Any, task: Any, key: jax.Array) -> list[list[np.ndarray]]:
     """Frames of one trial of `agent` (greedy or not, as built) on `task`, one list per episode:
     each episode's first state, then the state after each of its steps (the last one before the
-    trial resets the next episode). A host loop over the jitted agent and trial steps (a picture
-    per step is drawn on the host anyway)."""
+    trial resets the next episode). The trial runs as one compiled scan; the pictures are drawn
+    on the host afterwards."""
     env = trial.env
     if not hasattr(env, "render"):
         raise ConfigError(f"task family {env.name!r} does not render")
-    key_reset, key = jax.random.split(key)
-    timestep, state = jax.jit(trial.reset)(key_reset, task)
-    carry = agent.init(key_reset)
-    act, trial_step, env_step = jax.jit(agent.act), jax.jit(trial.step), jax.jit(env.step)
-    episodes = [[env.render(task, state.env_state)]]
-    for t in range(trial.episodes * env.max_steps_in_episode):
-        key_act, key_step = jax.random.split(jax.random.fold_in(key, t))
-        action, carry = act(params, carry, timestep, key_act)
-        after = env_step(key_step, state.env_state, action, task)[1]  # the trial's own step (same key), before its reset
-        timestep, state, _, info = trial_step(key_step, state, action)
-        episodes[-1].append(env.render(task, after))
-        if bool(info["trial_done"]):
+    first, afters, resets, trial_done, ended = _trial_states(agent, params, trial, task, key)
+    to_host = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
+    first, afters, resets = to_host(first), to_host(afters), to_host(resets)
+    at = lambda tree, t: jax.tree.map(lambda x: x[t], tree)  # noqa: E731
+    trial_done, ended = np.asarray(trial_done), np.asarray(ended)
+    episodes = [[env.render(task, first)]]
+    for t in range(trial_done.shape[0]):
+        episodes[-1].append(env.render(task, at(afters, t)))
+        if trial_done[t]:
             break
-        if bool(info["terminated"] | info["truncated"]):
-            episodes.append([env.render(task, state.env_state)])
+        if ended[t]:
+            episodes.append([env.render(task, at(resets, t))])
     return episodes
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _trial_states(agent: Any, params: Any, trial: Any, task: Any, key: jax.Array):
+    """(the first env state, each step's env state after its action, the env state the trial
+    goes on from (the next episode's first where one ended), trial done, episode ended), each
+    stacked over the trial's episodes x max_steps steps."""
+    env = trial.env
+    key_reset, key = jax.random.split(key)
+    timestep, state = trial.reset(key_reset, task)
+    carry = agent.init(key_reset)
+
+    def body(c, t):
+        timestep, state, carry = c
+        key_act, key_step = jax.random.split(jax.random.fold_in(key, t))
+        action, carry = agent.act(params, carry, timestep, key_act)
+        after = env.step(key_step, state.env_state, action, task)[1]  # the trial's own step (same key), before its reset
+        timestep, state, _, info = trial.step(key_step, state, action)
+        return (timestep, state, carry), (after, state.env_state, info["trial_done"], info["terminated"] | info["truncated"])
+
+    first = state.env_state
+    _, (afters, resets, trial_done, ended) = jax.lax.scan(body, (timestep, state, carry), jnp.arange(trial.episodes * env.max_steps_in_episode))
+    return first, afters, resets, trial_done, ended

@@ -16,6 +16,7 @@ import time
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from metarl.errors import CheckpointError, ConfigError, check_int
@@ -26,7 +27,13 @@ from metarl.run.settings import init_keys
 
 
 def seed_slice(state: Any, i: int) -> Any:
-    """Seed `i`'s train state out of a state stacked over seeds."""
+    """Seed `i`'s train state out of a state stacked over seeds (one compiled program per state
+    structure; op by op each leaf shape compiled its own)."""
+    return _seed_slice(state, jnp.int32(i))
+
+
+@jax.jit
+def _seed_slice(state: Any, i: jax.Array) -> Any:
     return jax.tree.map(lambda x: x[i], state)
 
 

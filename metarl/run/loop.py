@@ -153,8 +153,16 @@ def metric_names(algo, state_shape: Any) -> tuple[list[str], list[str]]:
 @functools.lru_cache(maxsize=16)
 def _metric_names(algo, treedef: Any, shapes: tuple) -> tuple[str, ...]:
     state_shape = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in shapes])
-    _, metric_shape = jax.eval_shape(jax.vmap(algo.update), state_shape)
+    _, metric_shape = jax.eval_shape(seeds_update(algo), state_shape)
     return tuple(sorted(metric_shape))
+
+
+@functools.lru_cache(maxsize=16)
+def seeds_update(algo):
+    """`jax.jit(jax.vmap(algo.update))`, one per algorithm: JAX keeps a jitted function's trace per
+    argument shapes, so `metric_names` and `run_chunk`'s loop body (which calls it) trace a
+    DREAM update, seconds of Python, once between them instead of twice."""
+    return jax.jit(jax.vmap(algo.update))
 
 
 @functools.partial(jax.jit, static_argnames=("algo",), donate_argnames=("state",))
@@ -165,7 +173,7 @@ def run_chunk(algo, state: Any, num_updates: jax.Array) -> tuple[Any, dict[str, 
     non-finite loss metric or learned parameter, -1 if none (the rest of the state, e.g. a
     replay buffer, is not scanned). `algo` is static (a frozen, hashable
     dataclass), so every run of the same algorithm in a process shares one compilation."""
-    vupdate = jax.vmap(algo.update)
+    vupdate = seeds_update(algo)
     names, check_keys = metric_names(algo, state)
     seeds = jax.tree.leaves(state)[0].shape[0]
 
