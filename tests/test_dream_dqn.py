@@ -25,13 +25,14 @@ def test_dqn_exploitation_acts_greedily_on_dueling_q_and_its_loss_by_hand():
     q = np.asarray(net.apply(params, obs, z, method=type(net).q_values))
     np.testing.assert_allclose(q, float(v) + np.asarray(a) - np.mean(np.asarray(a)), atol=1e-6)  # dueling
     # the agent acts on argmax Q (epsilon 0), uniformly w.p. epsilon
-    timestep, _ = algo.trial.reset(jax.random.PRNGKey(1))
+    timestep, _ = jax.jit(algo.trial.reset)(jax.random.PRNGKey(1))  # compiled: op by op each operation compiles its own
     timestep = timestep.replace(episode_index=jnp.int32(1), first=jnp.bool_(False))
     carry = {**agent.init(None), "use_id": jnp.bool_(True), "z_id": z}
     obs = agent.encode(timestep.obs)
     best = int(jnp.argmax(net.apply(params, obs, z, method=type(net).q_values)))
+    step = jax.jit(agent.step)
     for eps in (0.0, 0.1):
-        probs = np.asarray(jax.nn.softmax(agent.step(params, {**carry, "exploit_epsilon": jnp.float32(eps)}, timestep)[1]))
+        probs = np.asarray(jax.nn.softmax(step(params, {**carry, "exploit_epsilon": jnp.float32(eps)}, timestep)[1]))
         expected = np.full(9, eps / 9)
         expected[best] += 1 - eps
         np.testing.assert_allclose(probs, expected, atol=1e-6)
@@ -42,7 +43,7 @@ def test_dqn_exploitation_acts_greedily_on_dueling_q_and_its_loss_by_hand():
             "action": jnp.array([2, 7], jnp.int8), "reward": jnp.array([-0.1, 0.25]), "done": jnp.array([False, True]),
             "task_id": jnp.array([3, 5], jnp.int32), "use_id": jnp.array([True, False]), "z": jnp.array([[9.0] * 4, [0.5, -0.5, 1.0, 2.0]])}
     noise = jax.random.normal(jax.random.PRNGKey(2), (2, 4))
-    loss, q_mean = algo.q_loss(params, other, rows, noise)
+    loss, q_mean = jax.jit(algo.q_loss)(params, other, rows, noise)
     f = lambda p, i: net.apply(p, jnp.int32(i), method=type(net).id_embedding)  # noqa: E731
     Q = lambda p, o, zz: np.asarray(net.apply(p, agent.encode(o.astype(jnp.float32)), zz, method=type(net).q_values))  # noqa: E731
     z0, z0_target, z1 = f(params, 3) + 0.1 * noise[0], f(other, 3) + 0.1 * noise[0], rows["z"][1]  # row 1 exploited with the decoder's z
@@ -55,7 +56,7 @@ def test_dqn_exploitation_acts_greedily_on_dueling_q_and_its_loss_by_hand():
     # an n-step row (its reward the n rewards' discounted sum) bootstraps with gamma^n
     three = algos.make("dream", metarl.make("cooking"), 2, **{**DQN, "dqn_nstep": 3})
     y0_3 = -0.1 + 0.99**3 * Q(other, rows["next_obs"][0], z0_target)[np.argmax(Q(params, rows["next_obs"][0], z0))]
-    assert float(three.q_loss(params, other, rows, noise)[0]) == pytest.approx((huber(q0 - y0_3) + huber(q1 - y1)) / 2, rel=1e-5)
+    assert float(jax.jit(three.q_loss)(params, other, rows, noise)[0]) == pytest.approx((huber(q0 - y0_3) + huber(q1 - y1)) / 2, rel=1e-5)
     with pytest.raises(ConfigError, match="exploit_learner must be one of ppo, dqn"):
         algos.make("dream", CITY, 2, exploit_learner="sarsa")
 
@@ -118,7 +119,7 @@ def test_one_dqn_update_trains_the_q_network_and_f_from_its_replay(monkeypatch):
     drawn = []
     sample = type(algo).ring_sample
     monkeypatch.setattr(type(algo), "ring_sample", lambda self, *a: drawn.append(a[-1]) or sample(self, *a))
-    q_params, _, q_loss = algo.q_steps(state.params, state.dqn_opt_state, new.exploit_buffer, new.exploit_count, jax.random.PRNGKey(1))
+    q_params, _, q_loss = jax.jit(algo.q_steps)(state.params, state.dqn_opt_state, new.exploit_buffer, new.exploit_count, jax.random.PRNGKey(1))
     assert np.isfinite(float(q_loss)) and drawn == [(5,)]  # dqn_only_batch rows per Q-only step (traced once in the scan)
     moved = changed_leaves(state.params["params"], q_params["params"])
     assert all(jax.tree.leaves(moved["exploit_pi"])) and all(jax.tree.leaves(moved["f"])) and not any(jax.tree.leaves(moved["explorer_pi"]))
