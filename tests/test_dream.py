@@ -212,35 +212,6 @@ def test_reservoir_keeps_a_uniform_sample_of_every_trial_offered():
     assert abs(np.mean(kept < 52) - 0.5) < 0.05, np.mean(kept < 52)
 
 
-def test_the_reservoir_decoder_reads_what_the_rollout_decoder_read():
-    algo = algos.make("dream", CITY, 2, **{**TINY, "decoder_replay": 8, "explore_full_steps": 0, "decoder": "gru"})  # the paper's decoder
-    state = algo.init(jax.random.PRNGKey(0))
-    new, metrics = jax.jit(algo.update)(state)
-    assert int(new.decoder_seen) == 4 and np.isfinite(float(metrics["decoder_loss"]))
-    moved = changed_leaves(state.params["params"], new.params["params"])
-    assert all(jax.tree.leaves(moved["decoder_cell"])) and all(jax.tree.leaves(moved["decoder_out"]))
-    buffer = new.decoder_buffer
-    assert np.asarray(buffer["reads"][:4]).any() and not np.asarray(buffer["reads"][4:]).any()
-    # a trial played step by step: the reservoir's view of it decodes to the g the agent computed while it ran
-    agent, params = algo.agent(greedy=False), new.params
-    timestep, trial_state = algo.trial.reset(jax.random.PRNGKey(3), metarl.envs.dream_grid.GridTask(jnp.int32(5)))
-    carry = {**agent.init(None), "epsilon": jnp.float32(1.0)}
-    steps, gs, valid = [], [], []
-    agent_step, trial_step = jax.jit(agent.step), jax.jit(algo.trial.step)  # one compilation each, not one per op
-    for t, key in enumerate(jax.random.split(jax.random.PRNGKey(4), 2 * CITY.max_steps)):
-        steps.append(timestep)
-        carry, logits, _, g, _ = agent_step(params, carry, timestep)
-        gs.append(g)
-        action = jax.random.categorical(key, logits).astype(jnp.int32)
-        timestep, trial_state, _, info = trial_step(jax.random.fold_in(key, 1), trial_state, action)
-        valid.append(info["valid"])
-    batch = {"timestep": jax.tree.map(lambda *x: jnp.stack(x)[None], *steps)}
-    slot = jax.tree.map(lambda x: x[0], algo.decoder_slots(batch, jnp.stack(valid)[None]))
-    S = CITY.max_steps + 1
-    assert slot["reads"].shape == (S,) and bool(slot["reads"].any())
-    np.testing.assert_allclose(algo.decode_slot(params, slot), jnp.stack(gs)[:S], atol=1e-5)
-
-
 def test_dream_beats_the_no_information_return_on_city(tmp_path):
     """The user's command on city (`metarl train dream city`, 2-episode trials by default) with smaller
     networks (explorer GRU 32, exploitation MLP 64 x 64: about 1.4x the steps per second of the

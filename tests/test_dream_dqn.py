@@ -1,5 +1,5 @@
-"""DREAM's DQN exploitation learner (dueling double Q, its replay ring, n-step rows, the Q-only steps);
-apart from test_dream.py so that the two files run on the two pytest-xdist workers side by side."""
+"""DREAM's DQN exploitation learner (dueling double Q, its replay ring, n-step rows, the Q-only steps)
+and the decoder's reservoir; apart from test_dream.py so that the two files run on the two pytest-xdist workers side by side."""
 
 import jax
 import jax.numpy as jnp
@@ -104,10 +104,20 @@ def test_dqn_replay_holds_each_trials_exploitation_transitions_in_order():
     assert int(count) == 7 and np.asarray(ring["action"]).tolist() == [4, 8, -1, 2, 3]
 
 
-def test_one_dqn_update_trains_the_q_network_and_f_from_its_replay(monkeypatch):
-    algo = algos.make("dream", metarl.make("cooking"), 2, **{**DQN, "dqn_steps": 4, "dqn_target_every": 2, "dqn_only_batch": 5})
+@pytest.fixture(scope="module")
+def dqn_update():
+    """One update of the DQN exploitation learner with its Q-only steps, the paper's GRU decoder and
+    a reservoir of 8 exploration episodes (the explorer free to end from the start), on cooking:
+    compiled once for the two tests below. (the algorithm, its state, the updated state, metrics)"""
+    algo = algos.make("dream", metarl.make("cooking"), 2, **{**DQN, "dqn_steps": 4, "dqn_target_every": 2, "dqn_only_batch": 5,
+                                                             "decoder": "gru", "decoder_replay": 8, "explore_full_steps": 0})
     state = algo.init(jax.random.PRNGKey(0))
     new, metrics = jax.jit(algo.update)(state)
+    return algo, state, new, metrics
+
+
+def test_one_dqn_update_trains_the_q_network_and_f_from_its_replay(monkeypatch, dqn_update):
+    algo, state, new, metrics = dqn_update
     assert all(np.isfinite(float(metrics[k])) for k in ("exploit_loss", "q_mean", "q_only_loss"))
     kept = int(new.exploit_count)
     assert 4 <= kept <= 4 * 20  # TINY's 4 trials, each 1 to 20 exploitation steps
@@ -125,3 +135,31 @@ def test_one_dqn_update_trains_the_q_network_and_f_from_its_replay(monkeypatch):
     assert all(jax.tree.leaves(moved["exploit_pi"])) and all(jax.tree.leaves(moved["f"])) and not any(jax.tree.leaves(moved["explorer_pi"]))
     with pytest.raises(ConfigError, match="multiple of dqn_target_every"):
         algos.make("dream", CITY, 2, **{**DQN, "dqn_steps": 3, "dqn_target_every": 2})
+
+
+def test_the_reservoir_decoder_reads_what_the_rollout_decoder_read(dqn_update):
+    algo, state, new, metrics = dqn_update
+    env = algo.env
+    assert int(new.decoder_seen) == 4 and np.isfinite(float(metrics["decoder_loss"]))
+    moved = changed_leaves(state.params["params"], new.params["params"])
+    assert all(jax.tree.leaves(moved["decoder_cell"])) and all(jax.tree.leaves(moved["decoder_out"]))
+    buffer = new.decoder_buffer
+    assert np.asarray(buffer["reads"][:4]).any() and not np.asarray(buffer["reads"][4:]).any()
+    # a trial played step by step: the reservoir's view of it decodes to the g the agent computed while it ran
+    agent, params = algo.agent(greedy=False), new.params
+    timestep, trial_state = algo.trial.reset(jax.random.PRNGKey(3), metarl.envs.dream_grid.GridTask(jnp.int32(5)))
+    carry = {**agent.init(None), "epsilon": jnp.float32(1.0)}
+    steps, gs, valid = [], [], []
+    agent_step, trial_step = jax.jit(agent.step), jax.jit(algo.trial.step)  # one compilation each, not one per op
+    for t, key in enumerate(jax.random.split(jax.random.PRNGKey(4), 2 * env.max_steps)):
+        steps.append(timestep)
+        carry, logits, _, g, _ = agent_step(params, carry, timestep)
+        gs.append(g)
+        action = jax.random.categorical(key, logits).astype(jnp.int32)
+        timestep, trial_state, _, info = trial_step(jax.random.fold_in(key, 1), trial_state, action)
+        valid.append(info["valid"])
+    batch = {"timestep": jax.tree.map(lambda *x: jnp.stack(x)[None], *steps)}
+    slot = jax.tree.map(lambda x: x[0], algo.decoder_slots(batch, jnp.stack(valid)[None]))
+    S = env.max_steps + 1
+    assert slot["reads"].shape == (S,) and bool(slot["reads"].any())
+    np.testing.assert_allclose(algo.decode_slot(params, slot), jnp.stack(gs)[:S], atol=1e-5)
