@@ -172,16 +172,17 @@ def test_ppo_probing_agent_acts_with_the_probe_for_its_first_steps_then_keeps_th
     env = metarl.make("cartpole", factors="length", contexts=4)
     algo = algos.make("ppo", env, context_mode="probing", probe_steps=3)
     agent = algo.agent()
-    params = jax.tree.map(np.array, algo.init_params(jax.random.PRNGKey(0), jax.random.PRNGKey(1)))
+    params = jax.tree.map(np.array, jax.jit(algo.init_params)(jax.random.PRNGKey(0), jax.random.PRNGKey(1)))  # compiled: op by op, seconds
     _set_head(params["main"], [5.0, -5.0])  # the task policy always pushes left,
     params["probe"]["params"]["policy"] = _set_head({"params": params["probe"]["params"]["policy"]}, [-5.0, 5.0])["params"]  # the probe right
-    timestep, state = algo.trial.reset(jax.random.PRNGKey(0), env.sample_task(jax.random.PRNGKey(1)))
+    timestep, state = jax.jit(algo.trial.reset)(jax.random.PRNGKey(0), env.sample_task(jax.random.PRNGKey(1)))
     carry, actions, windows = agent.init(jax.random.PRNGKey(0)), [], []
+    act, trial_step = jax.jit(agent.act), jax.jit(algo.trial.step)  # one compilation each, not one per op
     for t in range(6):
-        action, carry = agent.act(params, carry, timestep, jax.random.PRNGKey(t))
+        action, carry = act(params, carry, timestep, jax.random.PRNGKey(t))
         actions.append(int(action))
         windows.append(np.asarray(carry[0]))
-        timestep, state, *_ = algo.trial.step(jax.random.PRNGKey(t), state, action)
+        timestep, state, *_ = trial_step(jax.random.PRNGKey(t), state, action)
     assert actions == [1, 1, 1, 0, 0, 0]  # three probe steps, then the task policy
     assert carry[0].shape == (3, 2 * 4 + 2) and int(carry[1]) == 3
     np.testing.assert_array_equal(windows[3], windows[5])  # the probe's window stays for the rest of the trial
@@ -191,7 +192,7 @@ def test_ppo_probing_agent_acts_with_the_probe_for_its_first_steps_then_keeps_th
 def test_ppo_probe_reward_is_f0s_error_minus_the_encoders_on_the_state_change():
     env = metarl.make("cartpole", factors="length", contexts=4)
     algo = algos.make("ppo", env, context_mode="probing", probe_steps=3)
-    params = jax.tree.map(np.array, algo.init_params(jax.random.PRNGKey(0), jax.random.PRNGKey(1)))
+    params = jax.tree.map(np.array, jax.jit(algo.init_params)(jax.random.PRNGKey(0), jax.random.PRNGKey(1)))  # compiled: op by op, seconds
     for tree, name, bias in ((params["main"]["params"], "predictor_out", [0.1, 0.0, 0.0, 0.0]),
                              (params["probe"]["params"], "model0_out", [0.0, 0.0, 0.0, 0.5])):
         tree[name]["kernel"] = np.zeros_like(tree[name]["kernel"])  # a constant prediction of s' - s
