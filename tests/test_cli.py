@@ -206,13 +206,15 @@ def test_trial_length_defaults_to_the_familys_trial(capsys, monkeypatch):
     base = ["--steps", "1000", "--out", "runs/x"]
     assert cli.main(["train", "dream", "distraction"] + base) == 130 and seen["algo"].episodes == 2
     # and starts from the preset DREAM chooses: "held-out-dqn-late" where the family holds ids out
-    # (cooking: "held-out-dqn"), else the one literally named "default" (by choice or by name); "paper" is the GRU
+    # (cooking: "held-out-dqn"), else "posterior" (by choice or by name); "paper" is the GRU
     assert seen["algo"].config == algos.dream.PRESETS["held-out-dqn-late"] and seen["algo"].config.id_init == 0.0
     assert cli.main(["train", "dream", "cooking"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["held-out-dqn"]
     assert seen["algo"].config.exploit_learner == "dqn"  # cooking's chain needs the replay learner
-    assert cli.main(["train", "dream", "city"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["default"]
+    assert cli.main(["train", "dream", "city"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["posterior"]
     assert seen["algo"].config.decoder == "posterior"
-    assert cli.main(["train", "dream", "city", "--preset", "default"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["default"]
+    assert cli.main(["train", "dream", "city", "--preset", "default"] + base) == 130 and seen["algo"].config == algos.dream.PRESETS["posterior"]
+    # a preset by its name on any family ("default" is the family's choice: on distraction "held-out-dqn-late")
+    assert cli.main(["train", "dream", "distraction", "--preset", "posterior"] + base) == 130 and seen["algo"].config.id_init == 1.0
     assert cli.main(["train", "dream", "city", "--preset", "paper"] + base) == 130 and seen["algo"].config.decoder == "gru"
     assert cli.main(["train", "e-rl2", "city", "--episodes", "3"] + base) == 130 and seen["algo"].episodes == 3
     assert cli.main(["train", "rl2", "bandit"] + base) == 130 and seen["algo"].episodes == 10
