@@ -218,7 +218,7 @@ def test_dream_beats_the_no_information_return_on_city(tmp_path):
     default 64 and 128 x 128), 800k env steps with 128 trials per update (the default 512 needs
     about 2M to pass it on one seed), the explorer's epsilon and its ban on ending over the first
     600k (the default 1M), then the greedy agent on 240 tasks: its exploitation return is above the
-    no-information optimum 0.3 (lower end of the 95% interval). About 60 s alone, 90 s beside the other test worker: a subprocess with XLA's
+    no-information optimum 0.3 (lower end of the 95% interval). About 62 s alone, 78 s beside the other test worker: a subprocess with XLA's
     optimisation passes, which the rest of the suite compiles without (conftest.py), for a run that
     long about 6x faster."""
     import json
