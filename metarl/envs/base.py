@@ -109,13 +109,9 @@ class Environment:
         raise NotImplementedError
 
     def sample_tasks(self, key: jax.Array, num: int) -> Any:
-        """`num` tasks stacked on a leading axis (one compiled program per family and `num`: op by
-        op, a family's sampling compiles each of its operations on its first call)."""
+        """`num` tasks stacked on a leading axis (one compiled program per family and `num`, the family
+        hashable as everywhere it is compiled: op by op, each operation compiles on its first call)."""
         check_int(f"{self.name}.sample_tasks", "num", num, low=1)
-        try:
-            hash(self)
-        except TypeError:  # a family that cannot key a compilation cache (not a frozen dataclass)
-            return jax.vmap(self.sample_task)(jax.random.split(key, num))
         return _sample_tasks(self, key, num)
 
     def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, Any]:

@@ -85,20 +85,8 @@ def trial_frames(agent: Any, params: Any, trial: Any, task: Any, key: jax.Array)
     env = trial.env
     if not hasattr(env, "render"):
         raise ConfigError(f"task family {env.name!r} does not render")
-    try:
-        hash((agent, trial))
-        hashable = True
-    except TypeError:
-        hashable = False
-    if hashable:
-        states = _trial_states(agent, params, trial, task, key)  # compiled once per agent and trial
-    else:  # an agent that cannot key a compilation cache: compiled for this call
-        states = jax.jit(lambda p, t, k: _trial_states_impl(agent, p, trial, t, k))(params, task, key)
-    first, afters, resets, trial_done, ended = states
-    to_host = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
-    first, afters, resets = to_host(first), to_host(afters), to_host(resets)
+    first, afters, resets, trial_done, ended = jax.tree.map(np.asarray, _trial_states(agent, params, trial, task, key))
     at = lambda tree, t: jax.tree.map(lambda x: x[t], tree)  # noqa: E731
-    trial_done, ended = np.asarray(trial_done), np.asarray(ended)
     episodes = [[env.render(task, first)]]
     for t in range(trial_done.shape[0]):
         episodes[-1].append(env.render(task, at(afters, t)))
@@ -109,7 +97,8 @@ def trial_frames(agent: Any, params: Any, trial: Any, task: Any, key: jax.Array)
     return episodes
 
 
-def _trial_states_impl(agent: Any, params: Any, trial: Any, task: Any, key: jax.Array):
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _trial_states(agent: Any, params: Any, trial: Any, task: Any, key: jax.Array):
     """(the first env state, each step's env state after its action, the env state the trial
     goes on from (the next episode's first where one ended), trial done, episode ended), each
     stacked over the trial's episodes x max_steps steps."""
@@ -129,6 +118,3 @@ def _trial_states_impl(agent: Any, params: Any, trial: Any, task: Any, key: jax.
     first = state.env_state
     _, (afters, resets, trial_done, ended) = jax.lax.scan(body, (timestep, state, carry), jnp.arange(trial.episodes * env.max_steps_in_episode))
     return first, afters, resets, trial_done, ended
-
-
-_trial_states = functools.partial(jax.jit, static_argnums=(0, 2))(_trial_states_impl)

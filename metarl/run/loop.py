@@ -143,18 +143,10 @@ def spread_seeds(algo, state: Any, seeds: int) -> Any:
 
 def metric_names(algo, state_shape: Any) -> tuple[list[str], list[str]]:
     """(every metric name, the names checked for NaN/Inf: those with "loss" in them, else all).
-    Read by tracing the update once per algorithm and state shapes (a DREAM update takes seconds
-    to trace; `run_chunk` and the host loop both ask)."""
-    leaves, treedef = jax.tree.flatten(state_shape)
-    names = _metric_names(algo, treedef, tuple((tuple(x.shape), jnp.dtype(x.dtype)) for x in leaves))
-    return list(names), _loss_keys(list(names))
-
-
-@functools.lru_cache(maxsize=16)
-def _metric_names(algo, treedef: Any, shapes: tuple) -> tuple[str, ...]:
-    state_shape = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in shapes])
+    Traced through `seeds_update`, whose trace JAX keeps: `run_chunk` and the host loop both ask."""
     _, metric_shape = jax.eval_shape(seeds_update(algo), state_shape)
-    return tuple(sorted(metric_shape))
+    names = sorted(metric_shape)
+    return names, _loss_keys(names)
 
 
 @functools.lru_cache(maxsize=16)
