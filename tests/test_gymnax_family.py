@@ -76,3 +76,16 @@ def test_time_limit_is_a_truncation_and_box_actions_flow_through_the_trial():
         ts, state, _, info = step(jax.random.fold_in(KEY, t), state, jnp.array([0.5]))
     assert bool(info["truncated"]) and not bool(info["terminated"]) and bool(info["trial_done"])
     np.testing.assert_allclose(ts.prev_action, [0.5])
+
+
+def test_default_params_stay_concrete_when_first_built_inside_a_trace():
+    # the gymnax environment and its default params are cached per id; built first by the jitted
+    # sample_tasks, they must not hold that trace's tracers (later eager use would see them leak)
+    from metarl.envs import gymnax_family
+
+    gymnax_family._make.cache_clear()
+    env = metarl.make("acrobot")
+    env.sample_tasks(jax.random.PRNGKey(0), 3)
+    assert not isinstance(env.default_params.link_length_1, jax.core.Tracer)
+    _, tasks, _ = env.evaluation_tasks(num=2)  # stacks default params eagerly
+    assert np.isfinite(np.asarray(tasks.link_length_1)).all()

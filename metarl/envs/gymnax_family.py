@@ -51,7 +51,10 @@ def _make(env_id: str):
 
     if env_id not in gymnax.registered_envs:
         raise ConfigError(f"unknown gymnax environment {env_id!r}; valid ids: {', '.join(gymnax.registered_envs)}")
-    return gymnax.make(env_id)
+    # cached for the process: its default params must be concrete arrays even when the first call
+    # comes from inside a trace (a jitted sample_tasks), not that trace's tracers
+    with jax.ensure_compile_time_eval():
+        return gymnax.make(env_id)
 
 
 def parse_factors(text: str, default_params: Any, env_id: str) -> tuple[tuple[str, float, float], ...]:
