@@ -36,6 +36,14 @@ def test_dqn_exploitation_acts_greedily_on_dueling_q_and_its_loss_by_hand():
         expected = np.full(9, eps / 9)
         expected[best] += 1 - eps
         np.testing.assert_allclose(probs, expected, atol=1e-6)
+    # with a temperature, training trials act by softmax(Q / temperature), mixed with epsilon's uniform
+    q_obs = np.asarray(net.apply(params, obs, z, method=type(net).q_values))
+    soft = np.exp((q_obs - q_obs.max()) / 0.5) / np.exp((q_obs - q_obs.max()) / 0.5).sum()
+    probs = np.asarray(jax.nn.softmax(step(params, {**carry, "exploit_epsilon": jnp.float32(0.1), "exploit_temperature": jnp.float32(0.5)}, timestep)[1]))
+    np.testing.assert_allclose(probs, 0.9 * soft + 0.1 / 9, atol=1e-6)
+    assert agent.init(None)["exploit_temperature"] == 0.0  # the test policy: argmax
+    with pytest.raises(ConfigError, match="exploit_temperature needs the Q-learning"):
+        algos.make("dream", CITY, 2, exploit_temperature=0.1)
     np.testing.assert_allclose([float(algo.exploit_epsilon(jnp.int32(u))) for u in (0, 1, 2, 5)], [1.0, 0.55, 0.1, 0.1], atol=1e-6)
     # double Q-learning's target by hand: the action chosen by the online Q at s', valued by the target's
     rows = {"obs": jnp.array([[1, 1, 2, 4, 4, 4, 4, 1, 0, 0, 0, 1, 0, 0, 0], [2, 1, 3, 0, 4, 4, 4, 1, 0, 0, 0, 1, 0, 0, 0]], jnp.int8),

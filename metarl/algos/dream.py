@@ -186,6 +186,11 @@ class DreamConfig:
     #: episode, wanders or drops to no end: it never cooks (benchmarks/dream_exploit_trace)
     exploit_learner: str = "ppo"
     exploit_epsilon_end: float = 0.0  #: the exploitation policy's final epsilon (see `exploit_epsilon_steps`)
+    #: ("dqn" learner) training trials act by softmax(Q / temperature) instead of argmax Q (then
+    #: epsilon's mixture as before; 0: argmax). Where the Q-values are near tied, as where the learner
+    #: has not found what to do, this tries the tied actions; where one action stands clear it acts
+    #: greedily. The test policy is greedy either way
+    exploit_temperature: float = 0.0
     dqn_buffer: int = 102_400  #: exploitation transitions the "dqn" learner's replay ring keeps
     dqn_batch: int = 32  #: replayed transitions per trial of a minibatch (16 trials by default: 512 per gradient step)
     dqn_coef: float = 1.0  #: weight of the Q-learning loss (Huber) beside the other losses
@@ -247,6 +252,9 @@ class DreamConfig:
         check_int(o, "dqn_target_every", self.dqn_target_every, low=1, high=100_000)
         check_int(o, "dqn_only_batch", self.dqn_only_batch, low=0, high=1_000_000)
         check_int(o, "dqn_nstep", self.dqn_nstep, low=1, high=1000)
+        check_float(o, "exploit_temperature", self.exploit_temperature, low=0.0)
+        if self.exploit_temperature and self.exploit_learner != "dqn":
+            raise ConfigError("dream: exploit_temperature needs the Q-learning exploitation learner (exploit_learner=\"dqn\")", "exploit_temperature")
         if self.dqn_steps % self.dqn_target_every:
             raise ConfigError(f"dream: dqn_steps ({self.dqn_steps}) must be a multiple of dqn_target_every ({self.dqn_target_every})", "dqn_steps")
         if self.decoder not in DECODERS:
@@ -419,7 +427,7 @@ class DreamAgent(Agent):
     def init(self, key):
         return {"h_explore": jnp.zeros((self.explorer_hidden,)), "h_decoder": jnp.zeros((self.decoder_size,)),
                 "last_obs": jnp.zeros(self.env.obs_shape), "z_id": jnp.zeros((self.embed_dim,)), "use_id": jnp.bool_(False),
-                "epsilon": jnp.float32(0.0), "exploit_epsilon": jnp.float32(0.0), "may_end": jnp.bool_(True),
+                "epsilon": jnp.float32(0.0), "exploit_epsilon": jnp.float32(0.0), "exploit_temperature": jnp.float32(0.0), "may_end": jnp.bool_(True),
                 "leave_out": jnp.int32(-1)}
 
     def read(self, params, h, last_obs, prev_action, outcome_obs, push, leave_out=-1):
@@ -446,8 +454,11 @@ class DreamAgent(Agent):
         logits_e = jnp.where(~carry["may_end"] & (jnp.arange(self.env.num_actions) == END_EPISODE), -1e9, logits_e)
         z = jnp.where(carry["use_id"], carry["z_id"], jax.lax.stop_gradient(g))
         logits_x, value_x = net.apply(params, obs, z, method=DreamNetworks.exploit)
-        if self.exploit_learner == "dqn":  # acts greedily on Q (as logits: 0 for the argmax, -30 elsewhere)
-            logits_x = jnp.where(jnp.arange(self.env.num_actions) == jnp.argmax(dueling(logits_x, value_x)), 0.0, -30.0)
+        if self.exploit_learner == "dqn":  # acts greedily on Q (as logits: 0 for the argmax, -30 elsewhere), or by softmax(Q / temperature)
+            q = dueling(logits_x, value_x)
+            tau = carry["exploit_temperature"]
+            greedy_x = jnp.where(jnp.arange(self.env.num_actions) == jnp.argmax(q), 0.0, -30.0)
+            logits_x = jnp.where(tau > 0, (q - jnp.max(q)) / jnp.maximum(tau, 1e-6), greedy_x)
         eps_x = carry["exploit_epsilon"]  # the same mixture for the exploitation policy (training; 0 by default)
         logits_x = jnp.where(eps_x > 0, mix_uniform(logits_x, eps_x), logits_x)
         logits = jnp.where(exploring, logits_e, logits_x)
@@ -783,7 +794,7 @@ class Dream(InContextAlgorithm):
         exploit_epsilon = self.exploit_epsilon(ts.update_step)
         leave = tasks.task_id if c.leave_one_out_exploit else jnp.full((B,), -1, jnp.int32)  # (-1: none)
         carry = {**carry, "leave_out": leave, "z_id": z_id, "use_id": use_id, "epsilon": jnp.full((B,), epsilon), "may_end": jnp.full((B,), may_end),
-                 "exploit_epsilon": jnp.full((B,), exploit_epsilon)}
+                 "exploit_epsilon": jnp.full((B,), exploit_epsilon), "exploit_temperature": jnp.full((B,), c.exploit_temperature)}
         step_one = jax.vmap(lambda cr, t: agent.step(params, cr, t))
 
         def policy(carry, timestep, key, t):
