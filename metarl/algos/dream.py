@@ -24,7 +24,8 @@ parts, the bottleneck, the decoder and the information-gain reward, are the refe
 `exploit_learner="dqn"` (the `held-out-dqn` and `held-out-dqn-late` presets, DREAM's choices on cooking and distraction) a dueling double DQN
 for the exploitation policy: the same MLP's two heads as Q = v + a - mean(a), acting
 epsilon-greedily (or, with `exploit_temperature`, by softmax(Q / temperature) first: Boltzmann
-exploration tries the near-tied actions where the learner has not found the next sub-goal), learning from a ring of the run's last `dqn_buffer` exploitation transitions
+exploration tries the near-tied actions where the learner has not found the next sub-goal),
+learning from a ring of the run's last `dqn_buffer` exploitation transitions
 (each with its id, whether its trial read the id, and the decoder's z it exploited with) in every
 gradient step of the update beside the other losses, its target the parameters the update started
 from. PPO's exploitation learner never learns cooking's chain (pick up, carry, drop, twice): it
@@ -466,7 +467,7 @@ class DreamAgent(Agent):
             q = dueling(logits_x, value_x)
             tau = carry["exploit_temperature"]
             greedy_x = jnp.where(jnp.arange(self.env.num_actions) == jnp.argmax(q), 0.0, -30.0)
-            logits_x = jnp.where(tau > 0, (q - jnp.max(q)) / jnp.maximum(tau, 1e-6), greedy_x)
+            logits_x = jnp.where(tau > 0, q / jnp.maximum(tau, 1e-6), greedy_x)
         eps_x = carry["exploit_epsilon"]  # the same mixture for the exploitation policy (training; 0 by default)
         logits_x = jnp.where(eps_x > 0, mix_uniform(logits_x, eps_x), logits_x)
         logits = jnp.where(exploring, logits_e, logits_x)
