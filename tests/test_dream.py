@@ -177,6 +177,12 @@ def test_posterior_decoder_is_the_mean_of_f_under_the_summed_evidence(posterior_
     full = algos.make("dream", dist, 2, **{**TINY, "decoder": "posterior"})
     np.testing.assert_allclose(full.explore_reward(params, gs, hs, jnp.array([33]), f_trial)[0],
                                information_gain(gs[0], f_trial[0], full.step_penalty(f_trial)), atol=1e-5)
+    # only the exploitation left out (cooking's preset): the g the trial exploited with is the left-out one, the
+    # explorer's reward is read from the full posterior all the same
+    exploit_only = algos.make("dream", dist, 2, **{**TINY, "decoder": "posterior", "leave_one_out_exploit": True})
+    g_left = jax.vmap(lambda x: left_out(x, 33))(hs[0])[None]
+    np.testing.assert_allclose(exploit_only.explore_reward(params, g_left, hs, jnp.array([33]), f_trial)[0],
+                               information_gain(gs[0], f_trial[0], exploit_only.step_penalty(f_trial)), atol=1e-5)
     # the agent's decoder leaves out the id in its carry (`leave_one_out_exploit`, training only; -1 at test: none)
     zeros = jnp.zeros(dist.obs_shape)
     np.testing.assert_allclose(agent.read(params, h, zeros, 0, zeros, False, 33)[1], left_out(h, 33), atol=1e-6)
