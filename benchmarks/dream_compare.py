@@ -124,6 +124,16 @@ def steps_of(entry) -> int:
     return int(entry.get("steps_requested", entry["run_folder"].rsplit("-", 1)[-1]))
 
 
+def earlier_config(entry) -> bool:
+    """Whether the row's saved config differs from what its command builds now (a preset changed
+    since it ran; keys the row's config lacks count as the config's defaults, and the learning
+    rate's schedule, which the run's length sets, is not compared)."""
+    algo = algos.make(entry["method"], metarl.make(entry["family"]), EPISODES, preset=entry.get("preset") or "default")
+    now, defaults = folder.jsonable(algo.config), folder.jsonable(type(algo.config)())
+    saved = entry["config"]
+    return any(saved.get(k, defaults.get(k)) != v for k, v in now.items() if k != "lr_decay_updates")
+
+
 def verdict(entries):
     """DREAM's row at each budget against every other method's rows (the budget named where they differ)."""
     dreams = [e for e in entries if e["method"] == "dream"]
@@ -159,15 +169,20 @@ def markdown(data):
     cols = ["family", "method", "seeds", "env steps / seed", "exploitation return", "95% CI", "per seed", "optimal",
             "no information", "train time (s)"]
     rows = []
+    earlier = {id(e): earlier_config(e) for e in entries}
     for fam in FAMILIES:
         for e in [e for e in entries if e["family"] == fam]:
             r = refs[fam]
-            rows.append([fam, e["method"], e["seeds"], f"{e['env_steps_per_seed']:,}", f"{e['mean_exploit_return']:.3f}",
+            rows.append([fam, e["method"] + (" †" if earlier[id(e)] else ""), e["seeds"], f"{e['env_steps_per_seed']:,}", f"{e['mean_exploit_return']:.3f}",
                          f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]", ", ".join(f"{x:.2f}" for x in e["per_seed_mean_exploit_return"]),
                          f"{r['optimal']:.3f}", "n/c" if r.get("no_information") is None else f"{r['no_information']:.3f}",
                          f"{e['train_seconds']:.0f}"])
     lines.append(common.markdown_table(cols, rows))
-    lines += ["", "n/c: not computed (the expectimax over this family's ids is too large).", ""]
+    lines += ["", "n/c: not computed (the expectimax over this family's ids is too large)."]
+    if any(earlier.values()):
+        lines.append("†: ran with an earlier version of the method's preset; its config is in dream.json, and its command "
+                     "below now trains the current preset.")
+    lines.append("")
     for budget in sorted({steps_of(e) for e in entries}):
         rows_at = [e for e in entries if steps_of(e) == budget]
         lines.append(f"Training time summed over the {len(rows_at)} rows at {budget:,} steps: {sum(e['train_seconds'] for e in rows_at) / 3600:.2f} h "
@@ -180,7 +195,8 @@ def markdown(data):
     lines += ["", "## Commands", ""]
     for e in entries:
         lines.append(f"- {e['family']} {e['method']}: `python -m benchmarks.dream_compare {e['family']} --methods {e['method']} "
-                     f"--seeds {e['seeds']} --steps {steps_of(e)}" + (f" --preset {e['preset']}" if e.get("preset") else "") + f"` (run folder {e['run_folder']}, GIFs in its videos/)")
+                     f"--seeds {e['seeds']} --steps {steps_of(e)}" + (f" --preset {e['preset']}" if e.get("preset") else "") + f"` (run folder {e['run_folder']}, GIFs in its videos/)"
+                     + (" †" if earlier[id(e)] else ""))
     lines += ["", "Learning curves (greedy, on the training ids): " + ", ".join(f"dream_{f}.png" for f in FAMILIES
                                                                           if any(e["family"] == f for e in entries)), ""]
     return "\n".join(lines)
