@@ -18,9 +18,9 @@ The training split (ids 0, 11, 22, ...: id = helpful + 24 x useless permutation)
 permutation to 2-3 helpful ones, so on the training ids a useless ride carries information about
 the helpful buses; on held-out ids it misleads.
 
-    python -m benchmarks.dream_held_out_probe RUN [RUN ...] [--tasks 512]
+    python -m benchmarks.dream_held_out_probe RUN [RUN ...] [--tasks 512] [--tag TAG]
 
-Written to benchmarks/results/dream_held_out_probe.{json,md}.
+Written to benchmarks/results/dream_held_out_probe[_TAG].{json,md}.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="DREAM run folders on distraction")
     parser.add_argument("--tasks", type=int, default=512, help="held-out ids per seed (drawn with replacement)")
+    parser.add_argument("--tag", default="", help="write dream_held_out_probe_TAG.* (keeps other results)")
     args = parser.parse_args(argv)
     entries, rows = [], []
     defaults = folder.jsonable(DreamConfig())
@@ -100,7 +101,7 @@ def main(argv=None):
                          f"{p['explore_steps']:.1f}", f"{p['helpful_buses']:.2f}", f"{p['useless_buses']:.2f}",
                          f"{p['id_norm']:.3f}", f"{p['within_permutation_share']:.3f}"])
         print(rows[-1], flush=True)
-    command = "python -m benchmarks.dream_held_out_probe " + " ".join(args.runs) + (f" --tasks {args.tasks}" if args.tasks != 512 else "")
+    command = "python -m benchmarks.dream_held_out_probe " + " ".join(args.runs) + (f" --tasks {args.tasks}" if args.tasks != 512 else "") + (f" --tag {args.tag}" if args.tag else "")
     data = {"meta": common.machine(), "command": command, "tasks": args.tasks, "runs": entries}
     md = "\n".join([
         "# DREAM on distraction's held-out ids: where the return is lost", "",
@@ -117,7 +118,7 @@ def main(argv=None):
         common.markdown_table(["run", "held out", "training ids", "held out, helpful rides scripted", "held out, reading f (same helpful)",
                                "explore steps", "helpful buses", "useless buses", "||f||^2", "within-permutation share"], rows), "",
     ])
-    common.write_results("dream_held_out_probe", data, md)
+    common.write_results("dream_held_out_probe" + (f"_{args.tag}" if args.tag else ""), data, md)
     print(md)
 
 

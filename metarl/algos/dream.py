@@ -308,12 +308,16 @@ PRESETS: dict[str, DreamConfig] = {
     # an always-on L2 pull on f (bottleneck 0, 0.003: f keeps only what the exploitation needs, no
     # per-id noise from the Q-loss) and the explorer's epsilon and ban on ending over the first 1.6M
     # steps instead of 1M (at 1M f and the decoder are barely formed, and explorers that may end
-    # then stopped after 1-2 rides on 2 of 3 seeds). DREAM's choice on distraction: 3 seeds x 2M,
-    # held out (dream_compare) 0.559 [0.534, 0.583] against the "held-out" preset's 0.480 [0.463, 0.496]
+    # then stopped after 1-2 rides on 2 of 3 seeds): 3 seeds x 2M, held out (dream_compare) 0.559
+    # [0.534, 0.583] against the "held-out" preset's 0.480 [0.463, 0.496]. And, as on cooking, the
+    # decoder-reading training trials exploit with the posterior that leaves the trial's own id out
+    # (`leave_one_out_exploit`): the exploitation meets the mixtures of training ids a held-out id's
+    # rides decode to. 3 seeds x 2M (dream_held_out_score --tag distraction_loo_exploit): held out
+    # 0.769 [0.765, 0.773] (0.748, 0.791, 0.768), training ids 0.772. DREAM's choice on distraction.
     "held-out-dqn-late": DreamConfig(decoder="posterior", decoder_replay=16384, id_init=0.0, info_penalty_relative=True,
                                      exploit_learner="dqn", exploit_epsilon_steps=250_000, exploit_epsilon_end=0.01, dqn_batch=256,
                                      bottleneck=0.0, bottleneck_coef=0.003, explore_full_steps=1_600_000,
-                                     explore_epsilon_steps=1_600_000),
+                                     explore_epsilon_steps=1_600_000, leave_one_out_exploit=True),
     "paper": DreamConfig(),  # the paper's GRU decoder, trained on the update's own trials only
 }
 
@@ -521,11 +525,13 @@ class Dream(InContextAlgorithm):
         train, test = (getattr(env, name, None) for name in ("train_ids", "test_ids"))
         if getattr(env, "name", None) == "cooking":
             return "held-out-dqn", ("DREAM with the posterior decoder, its reservoir of 16,384 exploration episodes, f started at "
-                                    "zero, and a DQN exploitation learner (PPO's never learns cooking's chain)")
+                                    "zero, and a DQN exploitation learner (PPO's never learns cooking's chain) with Boltzmann "
+                                    "exploration, trained on the posterior with the trial's own id left out")
         if train is not None and test is not None and set(train().tolist()) != set(test().tolist()):
             return "held-out-dqn-late", ("DREAM with the posterior decoder, its reservoir of 16,384 exploration episodes, f started "
                                          "at zero under an always-on L2 pull, a DQN exploitation learner and the explorer's epsilon "
-                                         "over 1.6M steps, for a family scored on held-out ids")
+                                         "over 1.6M steps, the exploitation trained on the posterior with the trial's own id "
+                                         "left out, for a family scored on held-out ids")
         return "posterior", "DREAM with PPO learners, the posterior decoder and its reservoir of 16,384 exploration episodes"
 
     def __post_init__(self):
