@@ -65,11 +65,11 @@ def test_the_learning_rate_decays_over_the_run():
 @pytest.fixture(scope="module")
 def posterior_update():
     """The posterior decoder (a small reservoir; f started at N(0, 1)) with the left-out reward and
-    decoder loss, on distraction's training split (it reads over the 53 training ids): one update,
+    decoder loss and the exploitation's ids dropped at random, on distraction's training split (it reads over the 53 training ids): one update,
     compiled once for the tests below. (distraction, the algorithm, its state, the updated state, metrics)"""
     dist = metarl.make("distraction")
     algo = algos.make("dream", dist, 2, **{**TINY, "decoder": "posterior", "decoder_replay": 8, "leave_one_out_reward": True,
-                                           "leave_one_out_decoder": True})
+                                           "leave_one_out_decoder": True, "exploit_id_dropout": 0.5})
     state = algo.init(jax.random.PRNGKey(0))
     new, metrics = jax.jit(algo.update)(state)
     return dist, algo, state, new, metrics
@@ -188,6 +188,20 @@ def test_posterior_decoder_is_the_mean_of_f_under_the_summed_evidence(posterior_
     np.testing.assert_allclose(agent.read(params, h, zeros, 0, zeros, False, 33)[1], left_out(h, 33), atol=1e-6)
     np.testing.assert_allclose(agent.read(params, h, zeros, 0, zeros, False)[1], decode(h), atol=1e-6)
     assert int(agent.init(None)["leave_out"]) == -1
+    # `exploit_id_dropout`: the carry's drop mask leaves further training ids out (none at test)
+    drop = jnp.zeros(53, bool).at[7].set(True).at[12].set(True)
+    np.testing.assert_allclose(agent.read(params, h.at[7].set(60.0), zeros, 0, zeros, False, -1, drop)[1], f[3], atol=1e-4)  # 7's evidence dropped
+    np.testing.assert_allclose(agent.read(params, h, zeros, 0, zeros, False, 33, drop.at[3].set(False))[1],
+                               np.delete(f, [3, 7, 12], 0).mean(0), atol=1e-5)  # the id left out and the two dropped
+    assert not np.asarray(agent.init(None)["drop"]).any() and agent.init(None)["drop"].shape == (53,)
+    dropping = algos.make("dream", dist, 2, **{**TINY, "decoder": "posterior", "exploit_id_dropout": 0.5})
+    np.testing.assert_allclose(dropping.explore_reward(params, g_left, hs, jnp.array([33]), f_trial)[0],
+                               information_gain(gs[0], f_trial[0], dropping.step_penalty(f_trial)), atol=1e-5)
+    assert np.isfinite(float(metrics["decoder_final_left_out"]))  # (the fixture's update ran with the drop mask)
+    with pytest.raises(ConfigError, match="exploit_id_dropout needs the posterior decoder"):
+        algos.make("dream", dist, 2, **{**TINY, "exploit_id_dropout": 0.5})
+    with pytest.raises(ConfigError, match="exploit_id_dropout must be < 1"):
+        algos.make("dream", dist, 2, **{**TINY, "decoder": "posterior", "exploit_id_dropout": 1.0})
     with pytest.raises(ConfigError, match="leave_one_out_reward needs the posterior decoder"):
         algos.make("dream", dist, 2, **{**TINY, "leave_one_out_reward": True})
     # each transition adds its own evidence: two read in either order give the same g

@@ -233,6 +233,12 @@ class DreamConfig:
     #: reads the left-out posterior too: it learns to act on z as it comes on a held-out id (a
     #: mixture of the f of the training ids that agree with the exploration), not on its own id's f
     leave_one_out_exploit: bool = False
+    #: (posterior decoder) in each training trial that reads the decoder, every training id is also
+    #: left out of the exploitation's posterior w.p. this (drawn per trial; the decoder's loss and the
+    #: explorer's reward keep the full posterior): the exploitation meets the posterior's blends of
+    #: training ids in many weightings, not only the one its decoder gives each training id. A
+    #: held-out id's z is such a blend, and its weights differ from seed to seed
+    exploit_id_dropout: float = 0.0
 
     def __post_init__(self):
         o = "dream"
@@ -265,7 +271,8 @@ class DreamConfig:
             raise ConfigError(f"dream: dqn_steps ({self.dqn_steps}) must be a multiple of dqn_target_every ({self.dqn_target_every})", "dqn_steps")
         if self.decoder not in DECODERS:
             raise ConfigError(f"dream: decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}", "decoder")
-        for name in ("leave_one_out_reward", "leave_one_out_decoder", "leave_one_out_exploit"):
+        check_float(o, "exploit_id_dropout", self.exploit_id_dropout, low=0.0, high=1.0, high_open=True)
+        for name in ("leave_one_out_reward", "leave_one_out_decoder", "leave_one_out_exploit", "exploit_id_dropout"):
             if getattr(self, name) and self.decoder != "posterior":
                 raise ConfigError(f"dream: {name} needs the posterior decoder (decoder=\"posterior\"), got {self.decoder!r}", name)
         for name in ("gamma", "gae_lambda", "id_fraction", "explore_epsilon_end", "exploit_epsilon_end"):
@@ -380,14 +387,17 @@ class DreamNetworks(nn.Module):
             x = nn.relu(layer(x))
         return h + self.evidence[-1](x)  # h: the summed evidence (logits over the training ids)
 
-    def decode(self, h, leave_out=None):
+    def decode(self, h, leave_out=None, drop=None):
         """g from the decoder's state h [..., state]; `leave_out` [...] (posterior decoder): the
-        posterior over the training ids other than this id (the mean of f over them)."""
+        posterior over the training ids other than this id (the mean of f over them); `drop`
+        [..., training ids] bool: further training ids it leaves out."""
         if self.decoder_kind == "gru":
             return self.decoder_out(nn.relu(self.decoder_mid(h)))
         ids = jnp.asarray(self.train_ids, jnp.int32)
         if leave_out is not None:
             h = jnp.where(ids == jnp.asarray(leave_out)[..., None], -1e9, h)
+        if drop is not None:
+            h = jnp.where(drop, -1e9, h)
         f = jax.lax.stop_gradient(self.id_embedding(ids))  # the decoder's loss must not move f
         return jax.nn.softmax(h, axis=-1) @ f
 
@@ -451,15 +461,16 @@ class DreamAgent(Agent):
         return {"h_explore": jnp.zeros((self.explorer_hidden,)), "h_decoder": jnp.zeros((self.decoder_size,)),
                 "last_obs": jnp.zeros(self.env.obs_shape), "z_id": jnp.zeros((self.embed_dim,)), "use_id": jnp.bool_(False),
                 "epsilon": jnp.float32(0.0), "exploit_epsilon": jnp.float32(0.0), "exploit_temperature": jnp.float32(0.0), "may_end": jnp.bool_(True),
-                "leave_out": jnp.int32(-1)}
+                "leave_out": jnp.int32(-1), "drop": jnp.zeros((len(self.train_ids),), bool)}
 
-    def read(self, params, h, last_obs, prev_action, outcome_obs, push, leave_out=-1):
+    def read(self, params, h, last_obs, prev_action, outcome_obs, push, leave_out=-1, drop=None):
         """The decoder reads the transition (last_obs, prev_action, outcome_obs) into its state `h`
         where `push`: (state, g). The rollout's step and the reservoir's replay both read this way.
-        `leave_out`: a training id the posterior decoder's g leaves out (training only; -1: none)."""
+        `leave_out`: a training id the posterior decoder's g leaves out (training only; -1: none);
+        `drop` [training ids] bool: others it leaves out (training only)."""
         transition = jnp.concatenate([self.encode(last_obs), jax.nn.one_hot(prev_action, self.env.num_actions), self.encode(outcome_obs)])
         h = jnp.where(push, self.network.apply(params, h, transition, method=DreamNetworks.decode_step), h)
-        return h, self.network.apply(params, h, leave_out, method=DreamNetworks.decode)
+        return h, self.network.apply(params, h, leave_out, drop, method=DreamNetworks.decode)
 
     def step(self, params, carry, timestep: TimeStep):
         """One step of one trial: (carry, logits, value, the decoder's z, exploring)."""
@@ -468,7 +479,7 @@ class DreamAgent(Agent):
         carry = {**carry, **{k: jnp.where(timestep.first, fresh[k], carry[k]) for k in ("h_explore", "h_decoder", "last_obs")}}
         exploring = timestep.episode_index == 0
         h_decoder, g = self.read(params, carry["h_decoder"], carry["last_obs"], timestep.prev_action, timestep.outcome_obs,
-                                 reads_exploration(timestep), carry["leave_out"])
+                                 reads_exploration(timestep), carry["leave_out"], carry["drop"])
         prev = jax.nn.one_hot(timestep.prev_action, self.env.num_actions) * (~timestep.first)
         obs = self.encode(timestep.obs)
         x = jnp.concatenate([obs, prev, timestep.prev_reward[None]])
@@ -722,13 +733,15 @@ class Dream(InContextAlgorithm):
         y = jax.lax.stop_gradient(rows["reward"] + c.gamma**c.dqn_nstep * (1.0 - rows["done"].astype(jnp.float32)) * q_next)
         return jnp.mean(optax.huber_loss(q_sa, y)), jnp.mean(q_sa)
 
-    def replay(self, params, batch, task_id, noise, use_id, epsilon, may_end=True, exploit_epsilon=0.0, leave_out=-1):
+    def replay(self, params, batch, task_id, noise, use_id, epsilon, may_end=True, exploit_epsilon=0.0, leave_out=-1, drop=None):
         """Logits, values, decoder embeddings and decoder states of the recorded steps of one trial
         [T, ...] under `params`: the rollout's computation with the recorded actions."""
         agent = self.agent()
         carry = {**agent.init(None), "z_id": self.noisy_id_embedding(params, task_id, noise), "use_id": use_id, "epsilon": epsilon,
                  "may_end": jnp.asarray(may_end), "exploit_epsilon": jnp.asarray(exploit_epsilon, jnp.float32),
                  "leave_out": jnp.asarray(leave_out, jnp.int32)}
+        if drop is not None:
+            carry["drop"] = drop
 
         def body(carry, timestep):
             carry, logits, value, g, exploring = agent.step(params, carry, timestep)
@@ -774,9 +787,16 @@ class Dream(InContextAlgorithm):
         and states h [B, T, ...] and the trials' f [B, d], read from the posterior over the other
         training ids with `leave_one_out_reward` (else the full one)."""
         c = self.config
-        if c.leave_one_out_reward or c.leave_one_out_exploit:  # (g then is the left-out one the exploitation read)
+        if c.leave_one_out_reward or self.exploit_reads_other:  # (g then is the left-out one the exploitation read)
             g = self.leave_out(params, h, task_id if c.leave_one_out_reward else -1)
         return jax.vmap(information_gain, in_axes=(0, 0, None))(g, f, self.step_penalty(f))
+
+    @property
+    def exploit_reads_other(self) -> bool:
+        """Whether the training exploitation reads another posterior than the decoder's own
+        (`leave_one_out_exploit`, `exploit_id_dropout`): the rollout's g is then not the one the
+        decoder's loss and the explorer's reward read."""
+        return self.config.leave_one_out_exploit or self.config.exploit_id_dropout > 0
 
     def leave_out(self, params, h, task_id):
         """g from the posterior decoder's states h [..., T, state] over the training ids other than
@@ -818,7 +838,11 @@ class Dream(InContextAlgorithm):
         may_end = self.may_end(ts.update_step)
         exploit_epsilon = self.exploit_epsilon(ts.update_step)
         leave = tasks.task_id if c.leave_one_out_exploit else jnp.full((B,), -1, jnp.int32)  # (-1: none)
-        carry = {**carry, "leave_out": leave, "z_id": z_id, "use_id": use_id, "epsilon": jnp.full((B,), epsilon), "may_end": jnp.full((B,), may_end),
+        drop = jnp.zeros((B, len(agent.train_ids)), bool)
+        if c.exploit_id_dropout:  # (a key of its own only then: runs without it keep their draws)
+            key_ids, key_drop = jax.random.split(key_ids)
+            drop = jax.random.uniform(key_drop, drop.shape) < c.exploit_id_dropout
+        carry = {**carry, "leave_out": leave, "drop": drop, "z_id": z_id, "use_id": use_id, "epsilon": jnp.full((B,), epsilon), "may_end": jnp.full((B,), may_end),
                  "exploit_epsilon": jnp.full((B,), exploit_epsilon), "exploit_temperature": jnp.full((B,), c.exploit_temperature)}
         step_one = jax.vmap(lambda cr, t: agent.step(params, cr, t))
 
@@ -837,8 +861,9 @@ class Dream(InContextAlgorithm):
         valid = batch["valid"]
 
         # the information-gain reward, from the decoder as it is now: d_t before step t's transition, d_{t+1} after
-        replay = jax.vmap(lambda p, b, i, n, u, lo: self.replay(p, b, i, n, u, epsilon, may_end, exploit_epsilon, lo), in_axes=(None, 0, 0, 0, 0, 0))
-        _, _, g, h_decoder = replay(params, batch, tasks.task_id, noise, use_id, leave)
+        replay = jax.vmap(lambda p, b, i, n, u, lo, dr: self.replay(p, b, i, n, u, epsilon, may_end, exploit_epsilon, lo, dr),
+                          in_axes=(None, 0, 0, 0, 0, 0, 0))
+        _, _, g, h_decoder = replay(params, batch, tasks.task_id, noise, use_id, leave, drop)
         f = jax.lax.stop_gradient(net.apply(params, tasks.task_id, method=DreamNetworks.id_embedding))
         info_reward = self.explore_reward(params, g, h_decoder, tasks.task_id, f)
         reward = jnp.where(valid, jnp.where(exploring, info_reward, batch["reward"]), 0.0)
@@ -852,7 +877,7 @@ class Dream(InContextAlgorithm):
         # the decoder learns where it has read a new exploration transition (at the first exploitation step: the whole episode)
         decoder_mask = valid & reads_exploration(batch["timestep"])
 
-        data = {"batch": batch, "task_id": tasks.task_id, "leave": leave, "noise": noise, "use_id": use_id, "adv": adv, "target": target,
+        data = {"batch": batch, "task_id": tasks.task_id, "leave": leave, "drop": drop, "noise": noise, "use_id": use_id, "adv": adv, "target": target,
                 "explore": explore_mask.astype(jnp.float32), "exploit": exploit_mask.astype(jnp.float32),
                 "decoder": decoder_mask.astype(jnp.float32)}
         extra = {}
@@ -873,8 +898,8 @@ class Dream(InContextAlgorithm):
         target_params = params
 
         def loss_fn(p, d):
-            logits, value, g, h = replay(p, d["batch"], d["task_id"], d["noise"], d["use_id"], d["leave"])
-            if c.leave_one_out_decoder or c.leave_one_out_exploit:  # the decoder's loss on the full posterior unless left out
+            logits, value, g, h = replay(p, d["batch"], d["task_id"], d["noise"], d["use_id"], d["leave"], d["drop"])
+            if c.leave_one_out_decoder or self.exploit_reads_other:  # the decoder's loss on the full posterior unless left out
                 g = self.leave_out(p, h, d["task_id"] if c.leave_one_out_decoder else -1)
             logp = jnp.take_along_axis(jax.nn.log_softmax(logits), d["batch"]["action"][..., None], axis=-1)[..., 0]
             losses = {}
@@ -911,7 +936,7 @@ class Dream(InContextAlgorithm):
         decoded = (~use_id).astype(jnp.float32)
         ts_b = batch["timestep"]
         read_all = (valid & (ts_b.episode_index == 1) & ts_b.done).astype(jnp.float32)  # g after the whole exploration episode
-        g_full = self.leave_out(params, h_decoder, -1) if c.leave_one_out_exploit else g  # the decoder's own (full) posterior
+        g_full = self.leave_out(params, h_decoder, -1) if self.exploit_reads_other else g  # the decoder's own (full) posterior
         final_error = jnp.sum(jnp.square(g_full - f[:, None]), -1)
         metrics = {**stats,
                    "exploit_return": jnp.mean(env_reward),
@@ -919,7 +944,7 @@ class Dream(InContextAlgorithm):
                    "decoder_final": masked_mean(final_error, read_all),
                    "explore_steps": jnp.mean(jnp.sum(explore_mask, 1).astype(jnp.float32)),
                    "info_reward": masked_mean(info_reward, explore_mask.astype(jnp.float32)), "explore_epsilon": epsilon}
-        if c.leave_one_out_reward or c.leave_one_out_decoder or c.leave_one_out_exploit:  # the error after exploring as on an id never seen
+        if c.leave_one_out_reward or c.leave_one_out_decoder or self.exploit_reads_other:  # the error after exploring as on an id never seen
             g_out = self.leave_out(params, h_decoder, tasks.task_id)
             metrics["decoder_final_left_out"] = masked_mean(jnp.sum(jnp.square(g_out - f[:, None]), -1), read_all)
         return ts.replace(params=params, opt_state=opt_state, **extra), metrics
