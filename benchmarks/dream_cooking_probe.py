@@ -8,6 +8,8 @@ on the training ids, and reports
   drawers (the best a posterior over the training ids can do) and its three heaviest ids;
 - the test id with the exploitation reading the mean of f over those nine ids (an exact reader
   over the training ids; the exploitation learner's ceiling on this id);
+- with `id_factored` (f a sum of one part per drawer, so the test id has an f of trained parts),
+  the test id with the exploitation reading f(test id);
 - the training ids with the own decoder, with the decoder's posterior leaving the trial's own id
   out (as if it were held out), and with the exploitation reading f(id).
 
@@ -82,6 +84,8 @@ def probe_seed(algo, params, trials: int, key) -> dict:
                    "z_distance_to_two_match_mean": float(((z - f[np.isin(train, near)].mean(0)) ** 2).sum(1).mean())}
     z_near = np.broadcast_to(f[np.isin(train, near)].mean(0), (trials, f.shape[1]))
     out["test_two_match_mean"] = exploit_summary(greedy_trials(algo, params, trials, True, key, ids=np.full(trials, test), z=z_near)[0], env)
+    if algo.config.id_factored:  # (a table's row of the test id is never trained: nothing to read)
+        out["test_with_id"] = exploit_summary(greedy_trials(algo, params, trials, True, key, ids=np.full(trials, test))[0], env)
 
     ids = np.asarray(jax.random.choice(jax.random.PRNGKey(1), jnp.asarray(train), (trials,)))
     out["train_own"] = exploit_summary(greedy_trials(algo, params, trials, False, key, ids=ids)[0], env)
@@ -125,10 +129,11 @@ def main(argv=None):
             rows.append([str(i), f"{t['return']:.3f}", by(t), f"{t['explore_steps']:.1f}", " ".join(f"{x:.2f}" for x in t["drawers_picked"]),
                          f"{t['weight_two_match']:.2f}", ", ".join(f"{d} {w:.2f}" for d, w in t["top_ids"]),
                          f"{s['test_two_match_mean']['return']:.3f}", by(s["test_two_match_mean"]),
+                         f"{s['test_with_id']['return']:.3f}" if "test_with_id" in s else "—",
                          f"{s['train_own']['return']:.3f}", f"{s['train_left_out']['return']:.3f}", f"{s['train_with_id']['return']:.3f}",
                          f"{s['id_norm']:.2f}"])
         lines += [common.markdown_table(["seed", "test id", "by instruction", "explore steps", "drawers picked from", "posterior on two-match ids",
-                                         "heaviest ids (drawers, weight)", "test id, z = mean f(two-match)", "by instruction",
+                                         "heaviest ids (drawers, weight)", "test id, z = mean f(two-match)", "by instruction", "test id, z = f(test id) (factored f)",
                                          "training ids", "training ids, own id left out", "training ids, f(id)", "mean ||f||²"], rows), ""]
     md = "\n".join(lines)
     common.write_results("dream_cooking_probe" + (f"_{args.tag}" if args.tag else ""), data, md)

@@ -292,3 +292,14 @@ def test_the_relative_step_cost_and_a_zero_id_table():
     np.testing.assert_allclose(f3, 3 * f1, rtol=1e-6)
     with pytest.raises(ConfigError, match="id_scale"):
         algos.make("dream", CITY, 2, id_scale=-1.0)
+    # id_factored: f(id) = the sum of one table row per component of the id (cooking: its drawers' ingredients)
+    cooking = metarl.make("cooking")
+    factored = algos.make("dream", cooking, 2, **{**TINY, "id_factored": True, "id_scale": 2.0})
+    params = factored.init(jax.random.PRNGKey(0)).params
+    tables = [np.asarray(params["params"][f"f_parts_{k}"]["embedding"]) for k in range(3)]
+    assert "f" not in params["params"] and [t.shape for t in tables] == [(4, 4)] * 3
+    f = factored.agent().network.apply(params, jnp.array([10, 27]), method=DreamNetworks.id_embedding)
+    np.testing.assert_allclose(f[0], 2.0 * (tables[0][2] + tables[1][2] + tables[2][0]), rtol=1e-6)  # drawers 2, 2, 0
+    np.testing.assert_allclose(f[1], 2.0 * (tables[0][3] + tables[1][2] + tables[2][1]), rtol=1e-6)  # drawers 3, 2, 1
+    assert not np.asarray(algos.make("dream", cooking, 2, **{**TINY, "id_factored": True, "id_init": 0.0})
+                          .init(jax.random.PRNGKey(0)).params["params"]["f_parts_0"]["embedding"]).any()

@@ -63,8 +63,11 @@ def test_distraction_has_useless_two_way_buses_and_its_splits():
     assert set(np.asarray(jax.vmap(env.sample_task)(jax.random.split(KEY, 200)).task_id).tolist()) <= set(train.tolist())
     held_out = metarl.make("distraction", split="test")
     assert set(np.asarray(jax.vmap(held_out.sample_task)(jax.random.split(KEY, 200)).task_id).tolist()) <= set(test.tolist())
+    parts, sizes = env.id_factors()  # (helpful, useless) permutation
+    assert sizes == (24, 24) and parts[24 * 23 + 5].tolist() == [5, 23] and parts[11].tolist() == [11, 0]
     city = metarl.make("city")
     assert city.train_ids().tolist() == city.test_ids().tolist() == list(range(24))
+    assert city.id_factors()[0][:, 0].tolist() == list(range(24)) and city.id_factors()[1] == (24,)
 
 
 def test_map_cell_shows_the_id_plus_one():
@@ -81,6 +84,9 @@ def test_cooking_drawers_sub_goals_and_a_wrong_pickup():
     assert np.asarray(Cooking.drawer_contents(10)).tolist() == [2, 2, 0]
     assert np.asarray(Cooking.drawer_contents(27)).tolist() == [3, 2, 1]  # 27 = 3 + 2 x 4 + 1 x 16
     assert env.test_ids().tolist() == [10] and len(env.train_ids()) == 63 and 10 not in env.train_ids()
+    parts, sizes = Cooking.id_factors()  # (what DREAM's factored f is made of: the drawers' contents)
+    assert sizes == (4, 4, 4) and parts[10].tolist() == [2, 2, 0] and parts[27].tolist() == [3, 2, 1]
+    assert (parts == np.asarray(Cooking.drawer_contents(jnp.arange(64)))).all()
     # id 10, instruction (0, 2): drawer (2,2) holds 0, (2,1) holds 2; the agent starts on the bowl
     steps = run(env, 10, [RIGHT, UP, PICKUP, DOWN, LEFT, DROP, RIGHT, PICKUP, LEFT, DROP], instruction=(0, 2))
     obs0 = steps[0][0]

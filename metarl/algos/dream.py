@@ -183,6 +183,14 @@ class DreamConfig:
     #: gradient's size, so this multiplies how fast f can grow (from `id_init` 0 it grows only where
     #: the exploitation rewards push it)
     id_scale: float = 1.0
+    #: f(id) = the sum of one learned table per component of the id (the family's `id_factors`:
+    #: cooking's three drawers' ingredients, distraction's helpful and distracting bus permutations)
+    #: instead of one row per id; each table starts with entries of std `id_init` / sqrt(components).
+    #: An id never trained on (cooking's test id) then has an f made of parts the training ids
+    #: share, and the mixtures of training ids' f a held-out id's exploration decodes to are sums of
+    #: those parts. The reference's IDEmbedder embeds each component of an id this way (its cooking
+    #: id has one component)
+    id_factored: bool = False
     #: the exploitation learner: "ppo" (the policy head, on the update's own trials) or "dqn" (the
     #: reference's kind: a dueling double Q-network on the same MLP, Q = v + a - mean(a), learning
     #: from a replay of `dqn_buffer` exploitation transitions, `dqn_batch` of them per trial row in
@@ -346,11 +354,18 @@ class DreamNetworks(nn.Module):
     train_ids: tuple[int, ...] = ()  #: the ids the "posterior" decoder's evidence ranges over
     id_init: float = 1.0  #: std of f's initial entries
     id_scale: float = 1.0  #: f = id_scale x the table
+    #: (factored f) each id's components [num_ids][K] and the values each takes [K]; (): one table over the ids
+    id_factors: tuple[tuple[int, ...], ...] = ()
+    factor_sizes: tuple[int, ...] = ()
 
     def setup(self):
         # N(0, 1) entries as the reference (torch.nn.Embedding): ||f||^2 starts near embed_dim, the
         # bottleneck holds it near `bottleneck`, and the information gain of a bus ride dwarfs the step cost
-        self.f = nn.Embed(self.num_ids, self.embed_dim, embedding_init=nn.initializers.normal(self.id_init))
+        if self.factor_sizes:  # f = the sum of one table per component (each N(0, 1 / K): the sum's scale is the table's)
+            std = self.id_init / float(len(self.factor_sizes)) ** 0.5
+            self.f_parts = [nn.Embed(n, self.embed_dim, embedding_init=nn.initializers.normal(std)) for n in self.factor_sizes]
+        else:
+            self.f = nn.Embed(self.num_ids, self.embed_dim, embedding_init=nn.initializers.normal(self.id_init))
         self.explorer_in = nn.Dense(64)
         self.explorer_cell = nn.GRUCell(self.explorer_hidden, recurrent_kernel_init=orthogonal())
         self.explorer_pi = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01))
@@ -367,6 +382,9 @@ class DreamNetworks(nn.Module):
         self.exploit_v = nn.Dense(1)
 
     def id_embedding(self, task_id):
+        if self.factor_sizes:
+            parts = jnp.asarray(self.id_factors, jnp.int32)[task_id]  # [..., K]
+            return self.id_scale * sum(table(parts[..., k]) for k, table in enumerate(self.f_parts))
         return self.id_scale * self.f(task_id)
 
     def explore(self, h, x):
@@ -436,6 +454,7 @@ class DreamAgent(Agent):
     decoder: str = "gru"
     id_init: float = 1.0
     id_scale: float = 1.0
+    id_factored: bool = False
     exploit_learner: str = "ppo"
     greedy: bool = True
 
@@ -446,7 +465,15 @@ class DreamAgent(Agent):
     @property
     def network(self) -> DreamNetworks:
         return DreamNetworks(self.env.num_actions, self.env.num_ids, self.embed_dim, self.explorer_hidden, self.decoder_hidden,
-                             tuple(self.exploit_hidden), self.decoder, self.train_ids, self.id_init, self.id_scale)
+                             tuple(self.exploit_hidden), self.decoder, self.train_ids, self.id_init, self.id_scale, *self.factors)
+
+    @property
+    def factors(self) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
+        """(each id's components, the values each takes) with `id_factored` (the family's `id_factors`), else ((), ())."""
+        if not self.id_factored:
+            return (), ()
+        parts, sizes = self.env.id_factors()
+        return tuple(tuple(int(v) for v in row) for row in parts), tuple(int(n) for n in sizes)
 
     @property
     def train_ids(self) -> tuple[int, ...]:
@@ -555,6 +582,9 @@ class Dream(InContextAlgorithm):
         if self.episodes < 2:
             raise ConfigError(f"dream: a trial needs an exploration episode and at least one exploitation episode (episodes >= 2), got {self.episodes}")
         c = self.config
+        if c.id_factored and not hasattr(self.env, "id_factors"):
+            raise ConfigError(f"dream: id_factored needs a family that says what its ids are made of (id_factors); {self.env.name} does not",
+                              "id_factored")
         per_update = c.trials_per_update * (self.episodes - 1) * self.env.max_steps
         if c.exploit_learner == "dqn" and c.dqn_buffer < per_update:
             raise ConfigError(f"dream: dqn_buffer ({c.dqn_buffer}) must hold an update's exploitation transitions "

@@ -150,6 +150,12 @@ class GridFamily(Environment):
     def test_ids(cls) -> np.ndarray:
         return np.arange(cls.num_ids, dtype=np.int32)
 
+    @classmethod
+    def id_factors(cls) -> tuple[np.ndarray, tuple[int, ...]]:
+        """What an id is made of: ([num_ids, K] each id's K components, (the values each component
+        takes)). City and map: the id itself (its bus permutation)."""
+        return np.arange(cls.num_ids, dtype=np.int32)[:, None], (cls.num_ids,)
+
     def split_ids(self, split: str | None = None) -> np.ndarray:
         split = self.split if split is None else split
         if split not in SPLITS:
@@ -312,6 +318,12 @@ class Distraction(GridFamily):
     def test_ids(cls) -> np.ndarray:
         return np.setdiff1d(np.arange(cls.num_ids, dtype=np.int32), cls.train_ids())
 
+    @classmethod
+    def id_factors(cls) -> tuple[np.ndarray, tuple[int, ...]]:
+        """(helpful permutation, useless permutation) of each id."""
+        ids = np.arange(cls.num_ids, dtype=np.int32)
+        return np.stack([ids % 24, ids // 24], 1), (24, 24)
+
     def status_grid(self) -> np.ndarray:
         return _status(9, {BUS: np.concatenate([BUS_SOURCES, BUS_DESTINATIONS, USELESS_SOURCES, USELESS_DESTINATIONS])})
 
@@ -367,6 +379,12 @@ class Cooking(GridFamily):
     @classmethod
     def test_ids(cls) -> np.ndarray:
         return np.array([cls.TEST_ID], np.int32)
+
+    @classmethod
+    def id_factors(cls) -> tuple[np.ndarray, tuple[int, ...]]:
+        """The ingredient in each of the three drawers (`drawer_contents`) of each id."""
+        ids = np.arange(cls.num_ids, dtype=np.int32)
+        return (ids[:, None] // np.array([1, 4, 16], np.int32)) % INGREDIENTS, (INGREDIENTS,) * 3
 
     @staticmethod
     def drawer_contents(task_id) -> jax.Array:
