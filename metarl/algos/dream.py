@@ -54,7 +54,8 @@ the training ids other than the trial's own (`leave_one_out_exploit`): a held-ou
 of the training ids' f, which the exploitation otherwise never meets (distraction, 3 seeds x 2M,
 held out: 0.559 -> 0.769; cooking's test id: -0.286 -> 0.183 with Boltzmann exploration as well).
 On cooking f is also a sum of one learned part per drawer's ingredient (`id_factored`), so that
-those blends are sums of parts the test id shares: 0.464 held out at 3M, every seed (optimum 0.467).
+those blends are sums of parts the test id shares: 0.464 held out at 2M (dream_compare) and at 3M,
+every seed (optimum 0.467).
 
 The agent (`DreamAgent`) never reads the task: at test time its exploitation policy reads the
 decoder's z, which it computes from what it observed while exploring.
@@ -323,6 +324,7 @@ PRESETS: dict[str, DreamConfig] = {
     # same kind. 3 seeds x 3M (dream_held_out_score --tag cooking_factored_3m): held out 0.464 [0.460,
     # 0.469], every seed 0.464 (optimum 0.467), training ids 0.400; without it 0.353 (0.46, 0.13, 0.46),
     # and dropping each training id from the exploitation's posterior w.p. 0.5 (`exploit_id_dropout`) 0.261.
+    # dream_compare, 3 seeds x 2M: 0.464 [0.460, 0.469] held out, every seed.
     # On distraction this preset fits the training ids (0.74) and falls on held-out ones (0.29, with
     # noise 0.3 on f as well; PPO 0.48); with an always-on pull on f and a dearer exploration step as
     # well, 0.32 and 0.34 over 3 seeds (docs/dream.md). With the GRU decoder instead of the
