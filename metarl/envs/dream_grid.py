@@ -383,7 +383,8 @@ class Cooking(GridFamily):
     @classmethod
     def id_factors(cls) -> tuple[np.ndarray, tuple[int, ...]]:
         """The ingredient in each of the three drawers (`drawer_contents`) of each id."""
-        return np.asarray(cls.drawer_contents(np.arange(cls.num_ids, dtype=np.int32))), (INGREDIENTS,) * 3
+        ids = np.arange(cls.num_ids, dtype=np.int32)  # (numpy, as `drawer_contents`' digits: this is read while tracing)
+        return (ids[:, None] // np.array([1, 4, 16], np.int32)) % INGREDIENTS, (INGREDIENTS,) * 3
 
     @staticmethod
     def drawer_contents(task_id) -> jax.Array:
